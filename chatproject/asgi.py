@@ -1,0 +1,23 @@
+"""ASGI entry point: Django for HTTP, the chat consumer for WebSockets."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
+# Django must be set up before anything imports models (the routing below does).
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from accounts.auth import JWTQueryAuthMiddleware  # noqa: E402
+from messaging.origin import OriginValidator  # noqa: E402
+from messaging.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # No AuthMiddlewareStack: a session cookie must never open a socket, only a token.
+        "websocket": OriginValidator(JWTQueryAuthMiddleware(URLRouter(websocket_urlpatterns))),
+    }
+)

@@ -1,0 +1,314 @@
+"""The chat WebSocket: decode, check limits, dispatch by type to a service, relay events.
+
+Protocol: docs/websocket.md. Rules live in `messaging.services`; this module only translates
+between frames and service calls, and keeps each chat's events in order (`ChatStream`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from rest_framework.exceptions import ValidationError
+
+from chatproject.errors import ApplicationError, NotFound
+from messaging import events, services
+from messaging.limits import sockets
+from messaging.models import ChatMember, Message
+from messaging.serializers import (
+    MAX_ID,
+    ChatEventSerializer,
+    NewMessageEventSerializer,
+    ReadMessageEventSerializer,
+    first_error,
+)
+from messaging.streams import ChatStream
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_MANY_SOCKETS = 4429
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOO_BIG = 1009
+# How long a message may wait for its predecessor before the gap is read from the database.
+GAP_WAIT_SECONDS = 0.3
+
+
+class EventError(Exception):
+    """A client event was refused; becomes an `error` frame to the sending socket only."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+# --- Database work (each call runs in a worker thread with a fresh, healthy connection) ----------
+
+
+@database_sync_to_async
+def _chat_positions(user_id: int) -> dict[int, int | None]:
+    """The user's chats and each chat's newest message id, which is where the socket starts."""
+    return dict(
+        ChatMember.objects.filter(user_id=user_id).values_list("chat_id", "chat__last_message_id")
+    )
+
+
+@database_sync_to_async
+def _chat_position(user_id: int, chat_id: int) -> tuple[int | None] | None:
+    """(newest message id,) of a chat the user is a member of; None when not a member."""
+    return (
+        ChatMember.objects.filter(user_id=user_id, chat_id=chat_id)
+        .values_list("chat__last_message_id")
+        .first()
+    )
+
+
+@database_sync_to_async
+def _frames_between(chat_id: int, after_id: int | None, up_to_id: int) -> list[tuple[int, str]]:
+    messages = Message.objects.filter(chat_id=chat_id, id__lte=up_to_id).order_by("id")
+    if after_id is not None:
+        messages = messages.filter(id__gt=after_id)
+    return [(message.pk, events.new_message_frame(message)) for message in messages]
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    user: Any
+    streams: dict[int, ChatStream]
+
+    # --- Lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.streams = {}
+        self.gap_tasks: dict[int, asyncio.Task[None]] = {}
+        # Held while a stream's frames go out, so a gap fill never interleaves with them.
+        self.delivery_lock = asyncio.Lock()
+        self.counted = False
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        self.user = user
+        if not sockets.open(
+            user.pk,
+            max_sockets=settings.WS_MAX_SOCKETS_PER_USER,
+            burst=settings.WS_RATE_BURST,
+            per_second=settings.WS_RATE_PER_SECOND,
+        ):
+            await self.accept()
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return
+        self.counted = True
+        try:
+            await self.channel_layer.group_add(events.user_group(user.pk), self.channel_name)
+            for chat_id, last_id in (await _chat_positions(user.pk)).items():
+                await self._subscribe(chat_id, last_id)
+        except Exception:  # The channel layer is down: tell the client to come back later.
+            logger.warning("could not subscribe socket of user %s", user.pk, exc_info=True)
+            await self.accept()
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        for task in self.gap_tasks.values():
+            task.cancel()
+        if not self.counted:
+            return
+        sockets.close(self.user.pk)
+        groups = [events.user_group(self.user.pk)] + [events.chat_group(c) for c in self.streams]
+        for group in groups:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:  # Redis down: its subscriptions are gone with the connection.
+                logger.debug("group_discard %s failed", group, exc_info=True)
+
+    async def _subscribe(self, chat_id: int, last_id: int | None) -> None:
+        await self.channel_layer.group_add(events.chat_group(chat_id), self.channel_name)
+        self.streams[chat_id] = ChatStream(chat_id=chat_id, last_id=last_id)
+
+    # --- Client -> server ------------------------------------------------------------------------
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        """Replaces Channels' decoding, which lets a binary or non-JSON frame kill the socket."""
+        if not self.counted:
+            return  # Refused at connect; frames sent before the close are ignored.
+        text = message.get("text")
+        if _frame_size(text, message.get("bytes")) > settings.WS_MAX_FRAME_BYTES:
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        if not sockets.allow_event(self.user.pk):
+            await self._send_error("rate_limited", "Too many events; slow down.", {})
+            return
+        if text is None:
+            await self._send_error("invalid_json", "Frames must be JSON text, not binary.", {})
+            return
+        try:
+            content = json.loads(text)
+        except ValueError:
+            await self._send_error("invalid_json", "The frame is not valid JSON.", {})
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        echo = _request_echo(content)
+        try:
+            if not isinstance(content, dict):
+                raise EventError("validation_error", "An event must be a JSON object.")
+            handler = self.HANDLERS.get(content.get("type"))  # type: ignore[arg-type]
+            if handler is None:
+                raise EventError("unknown_type", f"Unknown event type: {content.get('type')!r}.")
+            await handler(self, content)
+        except EventError as exc:
+            await self._send_error(exc.code, exc.detail, echo)
+        except ApplicationError as exc:
+            await self._send_error(exc.code, exc.detail, echo)
+        except ValidationError as exc:
+            await self._send_error("validation_error", first_error(exc.detail), echo)
+        except Exception:  # The database failed us, not the client: it may retry.
+            logger.exception("event %s failed", echo.get("type"))
+            await self._send_error(
+                "server_error", "The server could not handle this event; retry it.", echo
+            )
+
+    async def on_new_message(self, content: dict[str, Any]) -> None:
+        data = _validated(NewMessageEventSerializer, content)
+        sent = await database_sync_to_async(services.message_send)(
+            author=self.user,
+            chat_id=data["chat_id"],
+            text=data["text"],
+            client_id=data.get("client_id"),
+        )
+        frame = events.new_message_frame(sent.message)
+        stream = self.streams.get(data["chat_id"])
+        if not sent.created or stream is None:
+            # A repeat of an earlier client_id: answer with the original, to this socket only.
+            await self.send(text_data=frame)
+            return
+        # Our own copy goes straight to this socket, not through Redis, so the sender gets it
+        # even when the channel layer is down; the copy that comes back through it is dropped.
+        await self._deliver(stream, sent.message.pk, sent.previous_id, frame)
+
+    async def on_read_message(self, content: dict[str, Any]) -> None:
+        data = _validated(ReadMessageEventSerializer, content)
+        await database_sync_to_async(services.read_cursor_advance)(
+            reader=self.user,
+            chat_id=data["chat_id"],
+            message_id=data["id"],
+            origin=self.channel_name,
+        )
+
+    async def on_typing(self, content: dict[str, Any]) -> None:
+        chat_id = _validated(ChatEventSerializer, content)["chat_id"]
+        if chat_id not in self.streams:  # Membership is kept live in memory (see chat_join).
+            raise NotFound()
+        await events.publish_typing(chat_id=chat_id, user_id=self.user.pk)
+
+    HANDLERS = {
+        "new_message": on_new_message,
+        "read_message": on_read_message,
+        "typing": on_typing,
+    }
+
+    # --- Channel layer -> client -----------------------------------------------------------------
+
+    async def chat_message(self, event: dict[str, Any]) -> None:
+        stream = self.streams.get(event["chat_id"])
+        if stream is not None:
+            await self._deliver(stream, event["message_id"], event["previous_id"], event["frame"])
+
+    async def chat_typing(self, event: dict[str, Any]) -> None:
+        if event["user_id"] != self.user.pk and event["chat_id"] in self.streams:
+            await self.send(text_data=event["frame"])
+
+    async def user_read(self, event: dict[str, Any]) -> None:
+        if event["origin"] != self.channel_name:
+            await self.send(text_data=event["frame"])
+
+    async def user_membership(self, event: dict[str, Any]) -> None:
+        chat_id = event["chat_id"]
+        if event["joined"]:
+            position = await _chat_position(self.user.pk, chat_id)
+            if position is None or chat_id in self.streams:
+                return  # Left again already, or a repeated announcement.
+            # Start where the chat was when the membership was created, and read what was
+            # sent between then and this subscription from the database.
+            (newest_id,) = position
+            start_id = event.get("since_id", newest_id)
+            await self._subscribe(chat_id, start_id)
+            if start_id != newest_id:
+                self._schedule_gap_fill(chat_id, delay=0)
+        elif chat_id in self.streams:
+            del self.streams[chat_id]
+            if task := self.gap_tasks.pop(chat_id, None):
+                task.cancel()
+            await self.channel_layer.group_discard(events.chat_group(chat_id), self.channel_name)
+
+    # --- Ordering and gaps -----------------------------------------------------------------------
+
+    async def _deliver(
+        self, stream: ChatStream, message_id: int, previous_id: int | None, frame: str
+    ) -> None:
+        async with self.delivery_lock:
+            for ready in stream.accept(message_id, previous_id, frame):
+                await self.send(text_data=ready)
+        if stream.has_gap:
+            self._schedule_gap_fill(stream.chat_id, delay=GAP_WAIT_SECONDS)
+
+    def _schedule_gap_fill(self, chat_id: int, *, delay: float) -> None:
+        if chat_id not in self.gap_tasks:
+            self.gap_tasks[chat_id] = asyncio.create_task(self._fill_gap(chat_id, delay))
+
+    async def _fill_gap(self, chat_id: int, delay: float) -> None:
+        """Wait for a missing predecessor; if it does not come, read it from the database."""
+        try:
+            await asyncio.sleep(delay)
+            stream = self.streams.get(chat_id)
+            if stream is None or (delay and not stream.has_gap):
+                return
+            up_to = stream.newest_waiting_id() if stream.has_gap else MAX_ID
+            fetched = await _frames_between(chat_id, stream.last_id, up_to)
+            async with self.delivery_lock:
+                for frame in stream.fill(fetched):
+                    await self.send(text_data=frame)
+        except Exception:  # Database unreachable: the next message retries the gap.
+            logger.warning("could not fill a gap in chat %s", chat_id, exc_info=True)
+        finally:
+            self.gap_tasks.pop(chat_id, None)
+
+    # --- Errors ----------------------------------------------------------------------------------
+
+    async def _send_error(self, code: str, detail: str, request: dict[str, Any]) -> None:
+        await self.send(text_data=events.error_frame(code, detail, request))
+
+
+def _validated(serializer_class: type, content: dict[str, Any]) -> dict[str, Any]:
+    serializer = serializer_class(data=content)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _frame_size(text: str | None, data: bytes | None) -> int:
+    """Size in bytes; UTF-8 encoding is skipped when the length alone decides."""
+    if text is None:
+        return len(data or b"")
+    if len(text) * 4 <= settings.WS_MAX_FRAME_BYTES:
+        return len(text)
+    return len(text.encode())
+
+
+def _request_echo(content: Any) -> dict[str, Any]:
+    """The offending event's type, chat_id and client_id, when it had them (scalars only)."""
+    if not isinstance(content, dict):
+        return {}
+    return {
+        key: content[key]
+        for key in ("type", "chat_id", "client_id")
+        if key in content and (content[key] is None or isinstance(content[key], str | int | float))
+    }

@@ -1,0 +1,168 @@
+"""Input validation and output shapes, shared by the REST views and the WebSocket consumer.
+
+`MessageTextField` is the one validator of a message's text, for both transports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from accounts.serializers import UserSerializer
+from messaging import events
+from messaging.models import CLIENT_ID_MAX_LENGTH, TEXT_MAX_LENGTH, TITLE_MAX_LENGTH, Message
+
+# Ids are PostgreSQL bigints: anything larger would be a database error, not a 404.
+MAX_ID = 2**63 - 1
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers, booleans and the like instead of converting them.
+
+    It also refuses NUL characters (DRF's default), which PostgreSQL cannot store.
+    """
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class MessageTextField(StrictCharField):
+    """1..4096 code points, not only white space, no NUL; kept verbatim (never trimmed)."""
+
+    default_error_messages = {"blank": "Message text may not be empty or only white space."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=TEXT_MAX_LENGTH, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        text = super().to_internal_value(data)
+        if not text.strip():
+            self.fail("blank")
+        return text
+
+
+class IdField(serializers.IntegerField):
+    """A positive id that fits the database's bigint."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        super().__init__(max_value=MAX_ID, **kwargs)
+
+
+# --- Output ---------------------------------------------------------------------------------------
+
+
+class MessageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    chat_id = serializers.IntegerField()
+    author_id = serializers.IntegerField()
+    text = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    client_id = serializers.CharField(allow_null=True)
+
+    def to_representation(self, instance: Message) -> dict[str, Any]:
+        # The very shape the WebSocket events carry, from the same function.
+        return events.message_data(instance)
+
+
+class ReadCursorSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    message_id = serializers.IntegerField(allow_null=True, help_text="null: nothing read yet")
+
+
+class ChatSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    title = serializers.CharField(read_only=True)
+    members = UserSerializer(many=True, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    last_message = MessageSerializer(read_only=True, allow_null=True)
+    unread_count = serializers.IntegerField(
+        read_only=True, help_text="Messages by others after the caller's read cursor."
+    )
+
+
+class MessagePageSerializer(serializers.Serializer):
+    results = MessageSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+    read_cursors = ReadCursorSerializer(many=True)
+
+
+# --- Input ----------------------------------------------------------------------------------------
+
+
+class ChatCreateSerializer(serializers.Serializer):
+    title = StrictCharField(
+        max_length=TITLE_MAX_LENGTH, allow_blank=True, default="", trim_whitespace=False
+    )
+    member_ids = serializers.ListField(
+        child=IdField(),
+        default=list,
+        max_length=1000,
+        help_text="Other members; the caller is always a member. Repeated ids count once.",
+    )
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    text = MessageTextField()
+    client_id = StrictCharField(
+        max_length=CLIENT_ID_MAX_LENGTH,
+        required=False,
+        allow_null=True,
+        trim_whitespace=False,
+        help_text="Makes sending idempotent: a repeat by the same user in the same chat "
+        "returns the original message and creates nothing.",
+    )
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
+    after = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_ID,
+        required=False,
+        help_text="Messages with id > after, oldest first (catch-up after a reconnect).",
+    )
+    before = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_ID,
+        required=False,
+        help_text="Messages with id < before, newest first (what `next` uses).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "after" in attrs and "before" in attrs:
+            raise serializers.ValidationError("Use either `after` or `before`, not both.")
+        return attrs
+
+
+# --- WebSocket events (client -> server) ----------------------------------------------------------
+
+
+class ChatEventSerializer(serializers.Serializer):
+    chat_id = IdField()
+
+
+class NewMessageEventSerializer(ChatEventSerializer, MessageCreateSerializer):
+    pass
+
+
+class ReadMessageEventSerializer(ChatEventSerializer):
+    id = IdField()
+
+
+class ReadCursorUpdateSerializer(serializers.Serializer):
+    message_id = IdField()
+
+
+def first_error(errors: dict[str, Any] | list[Any]) -> str:
+    """One readable line out of DRF's nested error structure, for WebSocket `error` events."""
+    if isinstance(errors, dict):
+        field, value = next(iter(errors.items()))
+        message = first_error(value)
+        return message if field == "non_field_errors" else f"{field}: {message}"
+    if isinstance(errors, list) and errors:
+        return first_error(errors[0]) if not isinstance(errors[0], str) else str(errors[0])
+    return str(errors)

@@ -1,0 +1,167 @@
+"""REST endpoints for chats and their messages: validate, call one service, serialize."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+from chatproject.errors import NotFound
+from messaging import services
+from messaging.models import Chat, ChatMember, Message
+from messaging.serializers import (
+    MAX_ID,
+    ChatCreateSerializer,
+    ChatSerializer,
+    HistoryQuerySerializer,
+    MessageCreateSerializer,
+    MessagePageSerializer,
+    MessageSerializer,
+    ReadCursorSerializer,
+    ReadCursorUpdateSerializer,
+)
+
+
+class ChatListPagination(CursorPagination):
+    """Most recent activity first; a cursor, so a page costs the same at any depth."""
+
+    ordering = ("-last_activity_at", "-id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
+class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = ChatSerializer
+    pagination_class = ChatListPagination
+    lookup_value_regex = r"[0-9]+"
+
+    def get_queryset(self):  # type: ignore[override]
+        return Chat.objects.for_listing(self.request.user)
+
+    def get_object(self) -> Chat:
+        chat_id = self._chat_id()
+        chat = self.get_queryset().filter(pk=chat_id).first()
+        if chat is None:
+            raise NotFound()
+        return chat
+
+    def _chat_id(self) -> int:
+        chat_id = int(self.kwargs["pk"])
+        if chat_id > MAX_ID:
+            raise NotFound()
+        return chat_id
+
+    def _membership(self) -> ChatMember:
+        """The caller's membership of the chat in the URL, or a 404 that reveals nothing."""
+        member = ChatMember.objects.filter(chat_id=self._chat_id(), user=self.request.user).first()
+        if member is None:
+            raise NotFound()
+        return member
+
+    @extend_schema(request=ChatCreateSerializer, responses={201: ChatSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = ChatCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        chat = services.chat_create(creator=request.user, **serializer.validated_data)
+        chat = self.get_queryset().get(pk=chat.pk)
+        return Response(ChatSerializer(chat).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[HistoryQuerySerializer],
+        responses={200: MessagePageSerializer},
+        description=(
+            "Newest first, walking to older messages through `next`; with `after=ID`, the "
+            "messages with id > ID oldest first, `next` null once caught up. `read_cursors` "
+            "holds one cursor per member."
+        ),
+    )
+    @action(detail=True, methods=["get"], url_path="messages")
+    def messages(self, request: Request, pk: str) -> Response:
+        query = HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        chat_id = self._chat_id()
+        # One query answers both "is the caller a member?" and "where is everyone's cursor?".
+        cursors = list(
+            ChatMember.objects.filter(chat_id=chat_id)
+            .order_by("user_id")
+            .values_list("user_id", "last_read_message_id")
+        )
+        if request.user.pk not in {user_id for user_id, _ in cursors}:
+            raise NotFound()
+        page, next_url = self._history_page(request, chat_id, **query.validated_data)
+        return Response(
+            {
+                "results": MessageSerializer(page, many=True).data,
+                "next": next_url,
+                "read_cursors": [
+                    {"user_id": user_id, "message_id": message_id}
+                    for user_id, message_id in cursors
+                ],
+            }
+        )
+
+    @messages.mapping.post
+    @extend_schema(
+        request=MessageCreateSerializer,
+        responses={201: MessageSerializer, 200: MessageSerializer},
+        description=(
+            "Send a message over HTTP (the WebSocket `new_message` does the same). 201 when "
+            "created; 200 with the original message when `client_id` repeats an earlier send."
+        ),
+    )
+    def send_message(self, request: Request, pk: str) -> Response:
+        serializer = MessageCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        sent = services.message_send(
+            author=request.user, chat_id=self._chat_id(), **serializer.validated_data
+        )
+        return Response(
+            MessageSerializer(sent.message).data,
+            status=status.HTTP_201_CREATED if sent.created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(request=ReadCursorUpdateSerializer, responses={200: ReadCursorSerializer})
+    @action(detail=True, methods=["post"], url_path="read")
+    def read(self, request: Request, pk: str) -> Response:
+        """Move the caller's read cursor forward (never back), as the WebSocket
+        `read_message` does."""
+        serializer = ReadCursorUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.read_cursor_advance(
+            reader=request.user,
+            chat_id=self._chat_id(),
+            message_id=serializer.validated_data["message_id"],
+        )
+        member = self._membership()
+        return Response({"user_id": member.user_id, "message_id": member.last_read_message_id})
+
+    def _history_page(
+        self,
+        request: Request,
+        chat_id: int,
+        *,
+        limit: int,
+        after: int | None = None,
+        before: int | None = None,
+    ) -> tuple[list[Message], str | None]:
+        """A keyset page (never OFFSET) and the URL of the next one, or None at the end."""
+        messages = Message.objects.filter(chat_id=chat_id)
+        if after is not None:
+            messages = messages.filter(id__gt=after).order_by("id")
+        else:
+            if before is not None:
+                messages = messages.filter(id__lt=before)
+            messages = messages.order_by("-id")
+        page = list(messages[: limit + 1])
+        if len(page) <= limit:
+            return page, None
+        page = page[:limit]
+        url = request.build_absolute_uri()
+        if after is not None:
+            return page, replace_query_param(url, "after", page[-1].pk)
+        return page, replace_query_param(remove_query_param(url, "after"), "before", page[-1].pk)
