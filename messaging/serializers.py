@@ -10,23 +10,12 @@ from typing import Any
 from rest_framework import serializers
 
 from accounts.serializers import UserSerializer
+from chatproject.fields import StrictCharField
 from messaging import events
 from messaging.models import CLIENT_ID_MAX_LENGTH, TEXT_MAX_LENGTH, TITLE_MAX_LENGTH, Message
 
 # Ids are PostgreSQL bigints: anything larger would be a database error, not a 404.
 MAX_ID = 2**63 - 1
-
-
-class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers, booleans and the like instead of converting them.
-
-    It also refuses NUL characters (DRF's default), which PostgreSQL cannot store.
-    """
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class MessageTextField(StrictCharField):
