@@ -378,7 +378,7 @@ def test_after_larger_than_any_id_is_fine(auth_client, user, make_chat):
     assert response.json()["results"] == []
 
 
-# --- POST /chats/{id}/messages (HTTP sending) and /read --------------------------------------------
+# --- POST /chats/{id}/messages (HTTP sending) and /read ------------------------------------------
 
 
 def test_send_over_http_stores_the_message_and_moves_the_authors_cursor(
