@@ -77,9 +77,7 @@ def test_register_refuses_invalid_bodies_with_field_errors(api_client, body):
 
 
 def test_register_refuses_a_body_that_is_not_json(api_client):
-    response = api_client.post(
-        "/users/register", "{not json", content_type="application/json"
-    )
+    response = api_client.post("/users/register", "{not json", content_type="application/json")
 
     assert response.status_code == 400
     assert "detail" in response.json()
