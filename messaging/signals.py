@@ -8,7 +8,8 @@ delete rows through a collector, which sends post_delete for each.
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import OuterRef, Subquery
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
@@ -49,11 +50,15 @@ def announce_bulk_join(
         _announce_joins(instance.pk, pk_set)
 
 
-@receiver(post_delete, sender=Message)
-def repoint_last_message(sender: type, instance: Message, **kwargs: Any) -> None:
-    """Deleting a chat's newest message (say, with its author) leaves the chat pointing at
-    nothing; point it at the newest message that is left."""
+@receiver(post_delete, sender=settings.AUTH_USER_MODEL)
+def repoint_last_messages(sender: type, instance: Any, **kwargs: Any) -> None:
+    """A deleted user's messages go with them; chats whose newest message was theirs would
+    point at nothing. Point them at the newest message left.
+
+    This listens to user deletions rather than to each message's, so that deleting a chat or a
+    user with many messages stays one bulk DELETE instead of a signal per row.
+    """
     newest = Message.objects.filter(chat_id=OuterRef("pk")).order_by("-id").values("id")[:1]
-    Chat.objects.filter(pk=instance.chat_id, last_message__isnull=True).update(
-        last_message=Subquery(newest)
-    )
+    Chat.objects.filter(last_message__isnull=True).filter(
+        Exists(Message.objects.filter(chat_id=OuterRef("pk")))
+    ).update(last_message=Subquery(newest))

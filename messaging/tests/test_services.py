@@ -98,12 +98,14 @@ def test_client_id_is_unique_per_author_and_chat_in_the_database(user, make_chat
         Message.objects.create(chat=chat, author=user, text="b", client_id="same")
 
 
-def test_deleting_a_chats_newest_message_repoints_last_message(user, make_chat, make_message):
-    chat = make_chat(user)
+def test_deleting_the_author_of_a_chats_newest_message_repoints_last_message(
+    user, other_user, make_chat, make_message
+):
+    chat = make_chat(user, [other_user])
     older = make_message(chat, user)
-    newest = make_message(chat, user)
+    make_message(chat, other_user)
 
-    newest.delete()
+    other_user.delete()
 
     assert Chat.objects.get(pk=chat.pk).last_message_id == older.pk
 
