@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -145,5 +146,5 @@ async def ws(transactional_db: None) -> AsyncIterator[Callable[..., Awaitable]]:
     for communicator in opened:
         try:
             await communicator.disconnect()
-        except Exception:  # Already closed by the server during the test.
+        except (Exception, asyncio.CancelledError):  # Closed by the server, or crashed.
             pass

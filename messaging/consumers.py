@@ -150,8 +150,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._send_error("invalid_json", "Frames must be JSON text, not binary.", {})
             return
         try:
-            content = json.loads(text)
-        except ValueError:
+            # NaN and Infinity are not JSON: echoed back, they would make our frames invalid.
+            content = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):  # Deep nesting fits in 64 KiB: not a crash.
             await self._send_error("invalid_json", "The frame is not valid JSON.", {})
             return
         await self.receive_json(content)
@@ -161,9 +162,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             if not isinstance(content, dict):
                 raise EventError("validation_error", "An event must be a JSON object.")
-            handler = self.HANDLERS.get(content.get("type"))  # type: ignore[arg-type]
+            event_type = content.get("type")
+            # Only the three client event names: a list or object as `type` is not a crash.
+            handler = self.HANDLERS.get(event_type) if isinstance(event_type, str) else None
             if handler is None:
-                raise EventError("unknown_type", f"Unknown event type: {content.get('type')!r}.")
+                raise EventError("unknown_type", f"Unknown event type: {_shown(event_type)}.")
             await handler(self, content)
         except EventError as exc:
             await self._send_error(exc.code, exc.detail, echo)
@@ -303,6 +306,24 @@ def _frame_size(text: str | None, data: bytes | None) -> int:
     return len(text.encode())
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _shown(value: Any, limit: int = 100) -> str:
+    """A short repr of a client value for an error detail (repr escapes lone surrogates)."""
+    scalar = isinstance(value, str | int | float | type(None))
+    shown = repr(value) if scalar else type(value).__name__
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+def _echoable(value: Any) -> bool:
+    if isinstance(value, str):
+        # A lone surrogate (from a JSON escape) cannot be encoded into a text frame.
+        return value.isascii() or not any("\ud800" <= char <= "\udfff" for char in value)
+    return value is None or isinstance(value, int | float)
+
+
 def _request_echo(content: Any) -> dict[str, Any]:
     """The offending event's type, chat_id and client_id, when it had them (scalars only)."""
     if not isinstance(content, dict):
@@ -310,5 +331,5 @@ def _request_echo(content: Any) -> dict[str, Any]:
     return {
         key: content[key]
         for key in ("type", "chat_id", "client_id")
-        if key in content and (content[key] is None or isinstance(content[key], str | int | float))
+        if key in content and _echoable(content[key])
     }

@@ -1,0 +1,1 @@
+"""Adversarial suite: fuzzing, attacks, limits, faults and leaks (see docs/reliability.md)."""
