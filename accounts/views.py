@@ -4,8 +4,10 @@ from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework_simplejwt.views import TokenObtainPairView
+from rest_framework_simplejwt.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from accounts.models import User
 from accounts.serializers import RegisterSerializer, TokenPairSerializer, UserSerializer
 from accounts.services import user_register
 from accounts.throttles import ClientIpThrottle
@@ -47,3 +49,18 @@ class LoginView(TokenObtainPairView):
     @extend_schema(responses={200: TokenPairSerializer}, auth=[])
     def post(self, request: Request, *args, **kwargs) -> Response:
         return super().post(request, *args, **kwargs)
+
+
+class RefreshView(TokenRefreshView):
+    """Exchange a refresh token for a new access token (401 if the token is invalid, expired,
+    or its user is inactive or deleted)."""
+
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except User.DoesNotExist as exc:
+            # simplejwt looks the token's user up with `.get()` and lets this escape: the
+            # refresh token of a deleted user was a 500.
+            raise AuthenticationFailed(
+                "No active account found for the given token.", "no_active_account"
+            ) from exc

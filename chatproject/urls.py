@@ -3,9 +3,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
-from rest_framework_simplejwt.views import TokenRefreshView
 
-from accounts.views import LoginView, UserViewSet
+from accounts.views import LoginView, RefreshView, UserViewSet
 from messaging.views import ChatViewSet
 
 # "/?": every API path answers with and without a trailing slash, without a redirect.
@@ -16,7 +15,7 @@ router.register("chats", ChatViewSet, basename="chat")
 
 urlpatterns = [
     re_path(r"^users/login/?$", LoginView.as_view(), name="login"),
-    re_path(r"^users/token/refresh/?$", TokenRefreshView.as_view(), name="token-refresh"),
+    re_path(r"^users/token/refresh/?$", RefreshView.as_view(), name="token-refresh"),
     path("", include(router.urls)),
     path("admin/", admin.site.urls),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
