@@ -16,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
 from messaging import services
+from messaging.limits import sockets
 from messaging.models import Chat, Message
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -47,6 +48,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_throttles() -> None:
     cache.clear()
+    sockets.clear()  # WebSocket budgets outlive a user's last socket for a few seconds.
 
 
 @pytest.fixture

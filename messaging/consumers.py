@@ -83,6 +83,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels subscribes the socket's own channel in Redis before `connect()` runs; with
+        Redis down that raises and daphne answers the handshake with a 500. Refuse the socket
+        the way `connect()` does when the layer fails there: accept, then close with 1013."""
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception:
+            if self.channel_layer is None or hasattr(self, "channel_name"):
+                raise  # The layer gave this socket its channel: the failure is elsewhere.
+            logger.warning("channel layer unavailable, socket refused", exc_info=True)
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+
     async def connect(self) -> None:
         self.streams = {}
         self.gap_tasks: dict[int, asyncio.Task[None]] = {}
@@ -143,17 +157,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if _frame_size(text, message.get("bytes")) > settings.WS_MAX_FRAME_BYTES:
             await self.close(code=CLOSE_TOO_BIG)
             return
-        if not sockets.allow_event(self.user.pk):
-            await self._send_error("rate_limited", "Too many events; slow down.", {})
+        allowed = sockets.allow_event(self.user.pk)
+        content, problem = _decode(text)
+        if not allowed:
+            # Echoed like any error, so the client knows which client_id to send again.
+            echo = _request_echo(content) if problem is None else {}
+            await self._send_error("rate_limited", "Too many events; slow down.", echo)
             return
-        if text is None:
-            await self._send_error("invalid_json", "Frames must be JSON text, not binary.", {})
-            return
-        try:
-            # NaN and Infinity are not JSON: echoed back, they would make our frames invalid.
-            content = json.loads(text, parse_constant=_refuse_constant)
-        except (ValueError, RecursionError):  # Deep nesting fits in 64 KiB: not a crash.
-            await self._send_error("invalid_json", "The frame is not valid JSON.", {})
+        if problem is not None:
+            await self._send_error("invalid_json", problem, {})
             return
         await self.receive_json(content)
 
@@ -304,6 +316,17 @@ def _frame_size(text: str | None, data: bytes | None) -> int:
     if len(text) * 4 <= settings.WS_MAX_FRAME_BYTES:
         return len(text)
     return len(text.encode())
+
+
+def _decode(text: str | None) -> tuple[Any, str | None]:
+    """(the frame's JSON value, None), or (None, why it is not JSON)."""
+    if text is None:
+        return None, "Frames must be JSON text, not binary."
+    try:
+        # NaN and Infinity are not JSON: echoed back, they would make our frames invalid.
+        return json.loads(text, parse_constant=_refuse_constant), None
+    except (ValueError, RecursionError):  # Deep nesting fits in 64 KiB: not a crash.
+        return None, "The frame is not valid JSON."
 
 
 def _refuse_constant(name: str) -> None:

@@ -27,6 +27,12 @@ class TokenBucket:
         self.tokens -= 1
         return True
 
+    def full_at(self) -> float:
+        """The monotonic time at which the bucket is full again."""
+        if self.rate <= 0:
+            return float("inf") if self.tokens < self.capacity else self.updated
+        return self.updated + (self.capacity - self.tokens) / self.rate
+
 
 @dataclass
 class UserSockets:
@@ -37,11 +43,20 @@ class UserSockets:
 
 
 class SocketRegistry:
+    """A user's entry outlives their last socket until its bucket has refilled: dropping a
+    spent bucket at once would hand a fresh burst to whoever reconnects, and a loop of
+    reconnects could then flood at will."""
+
+    # How often idle entries with a full bucket are forgotten.
+    PRUNE_INTERVAL_SECONDS = 1.0
+
     def __init__(self) -> None:
         self._users: dict[int, UserSockets] = {}
+        self._pruned_at = time.monotonic()
 
     def open(self, user_id: int, *, max_sockets: int, burst: int, per_second: float) -> bool:
         """Count a new socket of the user; False when the user already holds `max_sockets`."""
+        self._forget_refilled_idle_users()
         entry = self._users.get(user_id)
         if entry is None:
             entry = self._users[user_id] = UserSockets(TokenBucket(burst, per_second))
@@ -54,9 +69,8 @@ class SocketRegistry:
         entry = self._users.get(user_id)
         if entry is None:
             return
-        entry.count -= 1
-        if entry.count <= 0:
-            del self._users[user_id]
+        entry.count = max(entry.count - 1, 0)
+        self._forget_refilled_idle_users()
 
     def allow_event(self, user_id: int) -> bool:
         entry = self._users.get(user_id)
@@ -65,6 +79,27 @@ class SocketRegistry:
     def socket_count(self, user_id: int) -> int:
         entry = self._users.get(user_id)
         return entry.count if entry else 0
+
+    def clear(self) -> None:
+        """Forget every user (tests start each with fresh budgets, as with DRF's throttles)."""
+        self._users.clear()
+
+    def tracked_users(self) -> int:
+        """Users with an entry (sockets open, or a budget still refilling)."""
+        return len(self._users)
+
+    def _forget_refilled_idle_users(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at < self.PRUNE_INTERVAL_SECONDS:
+            return
+        self._pruned_at = now
+        idle = [
+            user_id
+            for user_id, entry in self._users.items()
+            if entry.count == 0 and entry.bucket.full_at() <= now
+        ]
+        for user_id in idle:
+            del self._users[user_id]
 
 
 sockets = SocketRegistry()
