@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
@@ -21,18 +23,41 @@ from messaging.serializers import (
     MessageCreateSerializer,
     MessagePageSerializer,
     MessageSerializer,
+    PageLimitSerializer,
     ReadCursorSerializer,
     ReadCursorUpdateSerializer,
 )
 
 
 class ChatListPagination(CursorPagination):
-    """Most recent activity first; a cursor, so a page costs the same at any depth."""
+    """Most recent activity first; a cursor, so a page costs the same at any depth.
+
+    A bad `limit` or `cursor` is a 400, as on the history endpoint: DRF would silently use
+    the default page size, and answer 404 for a garbled cursor."""
 
     ordering = ("-last_activity_at", "-id")
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def get_page_size(self, request: Request) -> int:
+        # A plain dict, not the QueryDict: DRF reads "limit=" from a QueryDict as "absent".
+        query = PageLimitSerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        return query.validated_data["limit"]
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound as exc:
+            raise exceptions.ValidationError({"cursor": [self.invalid_cursor_message]}) from exc
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=50)
+        return parameters
 
 
 class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -82,7 +107,8 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     )
     @action(detail=True, methods=["get"], url_path="messages")
     def messages(self, request: Request, pk: str) -> Response:
-        query = HistoryQuerySerializer(data=request.query_params)
+        # A plain dict: from a QueryDict, DRF would read "limit=" or "after=" as absent.
+        query = HistoryQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         chat_id = self._chat_id()
         # One query answers both "is the caller a member?" and "where is everyone's cursor?".
