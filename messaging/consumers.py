@@ -90,7 +90,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         except Exception:
-            if self.channel_layer is None or hasattr(self, "channel_name"):
+            if getattr(self, "channel_layer", None) is None or hasattr(self, "channel_name"):
                 raise  # The layer gave this socket its channel: the failure is elsewhere.
             logger.warning("channel layer unavailable, socket refused", exc_info=True)
             if (await receive())["type"] == "websocket.connect":

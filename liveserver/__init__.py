@@ -1,0 +1,1 @@
+"""Real server processes (daphne, Redis) for tests and benchmarks; see `liveserver.processes`."""
