@@ -215,6 +215,10 @@ WS_RATE_PER_SECOND = env.float("WS_RATE_PER_SECOND", default=20.0)
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=64 * 1024)
 # Most sockets one user may hold open on one instance.
 WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
+# Most bytes daphne may queue for a WebSocket client that has stopped reading (beyond the
+# 64 KiB after which Twisted reports it behind); past it the connection is aborted, and the
+# client catches up with `after` when it returns (chatproject/backpressure.py).
+WS_MAX_OUTGOING_BUFFER_BYTES = env.int("WS_MAX_OUTGOING_BUFFER_BYTES", default=4 * 1024 * 1024)
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
