@@ -44,15 +44,22 @@ class Cluster:
 
 @contextlib.contextmanager
 def running_cluster(
-    log_dir: Path, *, instances: int = 2, extra_env: dict[str, str] | None = None
+    log_dir: Path,
+    *,
+    instances: int = 2,
+    extra_env: dict[str, str] | None = None,
+    application_name: str = "adversarial-daphne",
 ) -> Iterator[Cluster]:
+    """A private Redis and `instances` daphnes; their database connections carry
+    `application_name`, so a test can find them in pg_stat_activity (and only them)."""
     redis = RedisServer(log_dir=log_dir)
     cluster = Cluster(redis=redis, instances=[], log_dir=log_dir, started=[redis])
     try:
         redis.start(timeout=10)
         for _ in range(instances):
             daphne = DaphneServer(
-                database_url=database_url(connection.settings_dict),
+                database_url=f"{database_url(connection.settings_dict)}"
+                f"?application_name={application_name}",
                 redis_url=redis.url(),
                 # Tokens minted in the test process must verify in the instances.
                 secret_key=settings.SECRET_KEY,
