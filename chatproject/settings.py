@@ -15,8 +15,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # Values already in the environment win over `.env`, so CI and containers can override it.
-if (BASE_DIR / ".env").is_file():
-    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# ENV_FILE names another file, or none when empty (the deployment tests read none).
+ENV_FILE = env.str("ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE, overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 
@@ -53,6 +55,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "messaging",
+    "chatproject",  # Its management commands: wait_for_database, migrate_with_lock.
 ]
 
 MIDDLEWARE = [
@@ -145,7 +148,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -158,6 +161,26 @@ STORAGES = {
 }
 # Serve files straight from the apps' static folders when collectstatic has not run.
 WHITENOISE_USE_FINDERS = True
+
+# --- HTTPS behind the reverse proxy ------------------------------------------------------------
+# Secure by default with DEBUG off, so `manage.py check --deploy` reports nothing. A site served
+# over plain http (the compose demo on http://localhost:8080) sets SECURE_SSL_REDIRECT and the
+# two *_COOKIE_SECURE to 0 in its .env, and check --deploy then rightly warns about exactly
+# those. See docs/deployment.md.
+# Only behind a proxy that overwrites X-Forwarded-Proto (deploy/nginx.conf does); a client that
+# reaches daphne directly could otherwise claim https.
+if env.bool("TRUST_PROXY_HEADERS", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Health probes (Docker's, a load balancer's) speak plain http to the instance itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Sent with https responses only. A browser that saw it refuses plain http to the site for that
+# long: start with an hour, raise it (e.g. to 31536000) once https is known to work everywhere.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 
 # --- REST framework, JWT, OpenAPI ---------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -222,13 +245,28 @@ WS_MAX_OUTGOING_BUFFER_BYTES = env.int("WS_MAX_OUTGOING_BUFFER_BYTES", default=4
 
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# JSON lines (one object per line, for log shippers) in production, text for a terminal. Both
+# scrub tokens and passwords from every line (chatproject/logs.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"class": "chatproject.logs.JsonLinesFormatter"},
+        "text": {
+            "class": "chatproject.logs.ScrubbedFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
     },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+        }
+    },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},

@@ -19,3 +19,6 @@ STORAGES = {
     **STORAGES,  # noqa: F405
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# The test client speaks plain http; the production default (redirect to https) is checked by
+# chatproject/tests/test_deploy.py against the real settings.
+SECURE_SSL_REDIRECT = False

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from accounts.views import LoginView, RefreshView, UserViewSet
+from chatproject import health
 from messaging.views import ChatViewSet
 
 # "/?": every API path answers with and without a trailing slash, without a redirect.
@@ -20,6 +21,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    re_path(r"^healthz/?$", health.healthz, name="healthz"),  # Not in the API schema.
 ]
 
 
