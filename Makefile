@@ -19,8 +19,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 migrate: $(STAMP)
 	$(RUN_DEBUG) $(BIN)/python manage.py migrate --noinput
 
+# chatproject.server is daphne's own command line with a graceful shutdown (1001 on SIGTERM)
+# and the close codes daphne's WebSocket library refuses to send (1009, 1013).
 run: migrate
-	$(RUN_DEBUG) $(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application
+	$(RUN_DEBUG) $(BIN)/python -m chatproject.server -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 superuser: $(STAMP)
 	$(RUN_DEBUG) $(BIN)/python manage.py createsuperuser
@@ -33,6 +35,15 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The adversarial suite's long variants (docs/reliability.md): fault cycles for about ten
+# minutes, 10,000 connect/disconnect cycles, longer fuzzing. Needs DATABASE_URL (PostgreSQL) and
+# REDIS_URL like .ci/run; the figures go to soak-faults.json, soak-leaks.json, soak-api.json.
+soak: $(STAMP)
+	FAULT_CYCLES=20 FAULT_SECONDS=30 FAULT_CLIENTS=6 FAULT_REPORT=soak-faults.json \
+	LEAK_CYCLES=10000 LEAK_REPORT=soak-leaks.json WS_FUZZ_EXAMPLES=2000 \
+	SCHEMATHESIS_MAX_SECONDS=300 SCHEMATHESIS_MAX_EXAMPLES=200 SCHEMATHESIS_REPORT=soak-api.json \
+	$(BIN)/python -m pytest tests_adversarial -o timeout=3600
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -121,13 +122,19 @@ AUTH_PASSWORD_VALIDATORS = [
 
 # --- Redis: channel layer and cache -------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Names this deployment's channels in Redis; the default follows REDIS_URL's database number.
+CHANNEL_LAYER_PREFIX = env.str(
+    "CHANNEL_LAYER_PREFIX", default=f"chat-db{urlsplit(REDIS_URL).path.strip('/') or 0}"
+)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             # One PUBLISH per group_send, no per-channel capacity that drops messages under
             # bursts; see docs/performance.md for the measurement behind this choice.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Pub/sub channels ignore Redis's database number: without a prefix of their own,
+            # two deployments (or test runs) on one Redis server would hear each other.
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
         }
     }
     CACHES = {

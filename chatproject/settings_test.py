@@ -22,3 +22,6 @@ STORAGES = {
 # The test client speaks plain http; the production default (redirect to https) is checked by
 # chatproject/tests/test_deploy.py against the real settings.
 SECURE_SSL_REDIRECT = False
+# Concurrent test runs on one Redis server must not hear each other's chat ids.
+if REDIS_URL:  # noqa: F405
+    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] += f"-test{os.getpid()}"  # noqa: F405
