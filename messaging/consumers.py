@@ -35,6 +35,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_BIG = 1009
+# Client events are objects of scalars; anything nested deeper is refused as `invalid_json`.
+MAX_JSON_DEPTH = 32
 # How long a message may wait for its predecessor before the gap is read from the database.
 GAP_WAIT_SECONDS = 0.3
 
@@ -324,9 +326,27 @@ def _decode(text: str | None) -> tuple[Any, str | None]:
         return None, "Frames must be JSON text, not binary."
     try:
         # NaN and Infinity are not JSON: echoed back, they would make our frames invalid.
-        return json.loads(text, parse_constant=_refuse_constant), None
+        content = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # Deep nesting fits in 64 KiB: not a crash.
         return None, "The frame is not valid JSON."
+    if _nested_deeper_than(content, MAX_JSON_DEPTH):
+        # Parsed just under the recursion limit, it would still exhaust it later (validation
+        # calls str() on it): refused here, whatever the stack depth happens to be.
+        return None, f"The frame is nested deeper than {MAX_JSON_DEPTH} levels."
+    return content, None
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists/objects nest more than `limit` levels (iterative: no recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _refuse_constant(name: str) -> None:

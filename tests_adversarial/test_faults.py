@@ -125,10 +125,10 @@ class Client:
             except (OSError, InvalidHandshake, TimeoutError):
                 continue
             self.socket, self.base_url = socket, server.http_url("").rstrip("/")
-            self.history.sessions.append([])
+            self.history.connected()
             self.history.reconnects += 1
             try:
-                after = self.history.view[-1] if self.history.view else 0
+                after = self.history.newest()
                 missed = await catch_up(self.base_url, self.chat_id, after, self.token)
                 self.history.merge([message["id"] for message in missed])
             except (OSError, RuntimeError):  # The instance failed meanwhile: try again.
@@ -140,9 +140,9 @@ class Client:
         """Send once and read until the answer; True when acknowledged."""
         assert self.socket is not None
         event = {"type": "new_message", "chat_id": self.chat_id, "text": f"text of {client_id}"}
+        resend = client_id in self.history.sent
         try:
-            if client_id in self.history.sent:
-                self.history.resends += 1
+            self.history.resends += resend
             self.history.sent.add(client_id)
             await self.socket.send(json.dumps({**event, "client_id": client_id}))
             async with asyncio.timeout(ACK_TIMEOUT):
@@ -150,11 +150,15 @@ class Client:
                     frame = json.loads(await self.socket.recv())
                     if frame["type"] == "new_message":
                         message = frame["message"]
-                        self.history.see(message)
                         mine = message["author_id"] == self.history.user_id
                         if mine and message["client_id"] == client_id:
                             self.history.acked[client_id] = message["id"]
+                            if resend:  # The original again, or a first store: see history.py.
+                                self.history.answer(message)
+                            else:
+                                self.history.see(message)
                             return True
+                        self.history.see(message)
                     elif frame["type"] == "error":
                         # The database or the layer failed this attempt: retry it.
                         assert frame["code"] in {"server_error", "rate_limited"}, frame
@@ -173,7 +177,7 @@ class Client:
 
     async def final_catch_up(self) -> None:
         server = next(server for server in self.instances if server.running)
-        after = self.history.view[-1] if self.history.view else 0
+        after = self.history.newest()
         missed = await catch_up(server.http_url("").rstrip("/"), self.chat_id, after, self.token)
         self.history.merge([message["id"] for message in missed])
 
@@ -189,8 +193,10 @@ def _terminate_backends() -> int:
         return cursor.fetchone()[0]
 
 
-async def _inject_faults(cluster: Cluster, log: FaultLog, cycle_seconds: float, last: bool):
-    """One cycle: Redis down and back, backends terminated, one instance killed (-9)."""
+async def _inject_faults(cluster: Cluster, log: FaultLog, cycle: int, last: bool) -> None:
+    """One cycle: Redis down and back, backends terminated, one instance killed (-9), the
+    instances taking turns."""
+    cycle_seconds = CYCLE_SECONDS
     step = cycle_seconds / 6
     await asyncio.sleep(step)
     cluster.redis.kill()
@@ -202,7 +208,7 @@ async def _inject_faults(cluster: Cluster, log: FaultLog, cycle_seconds: float, 
     terminated = await sync_to_async(_terminate_backends)()
     log.note(f"pg_terminate_backend x{terminated}")
     await asyncio.sleep(step)
-    victim = cluster.instances[0]
+    victim = cluster.instances[cycle % len(cluster.instances)]
     victim.kill()
     log.note("daphne SIGKILL")
     await asyncio.sleep(step)
@@ -239,7 +245,7 @@ async def test_nothing_is_lost_or_duplicated_through_redis_database_and_daphne_f
         log, stop = FaultLog(), asyncio.Event()
         running = [asyncio.create_task(client.run(stop)) for client in clients]
         for cycle in range(CYCLES):
-            await _inject_faults(cluster, log, CYCLE_SECONDS, last=cycle == CYCLES - 1)
+            await _inject_faults(cluster, log, cycle, last=cycle == CYCLES - 1)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*running), 60)
         for client in clients:
@@ -251,7 +257,10 @@ async def test_nothing_is_lost_or_duplicated_through_redis_database_and_daphne_f
     summary = _summary(histories, stored, log, problems)
     if REPORT:
         await asyncio.to_thread(Path(REPORT).write_text, json.dumps(summary, indent=2) + "\n")
-    assert not problems, "\n".join(problems[:30])
+    if problems:  # Everything needed to study the failure, next to the processes' logs.
+        dump = {"problems": problems, "clients": [_dump(history) for history in histories]}
+        await asyncio.to_thread((tmp_path / "history.json").write_text, json.dumps(dump))
+    assert not problems, f"details in {tmp_path}/history.json:\n" + "\n".join(problems[:30])
     # The run meant something: messages flowed, faults hit, clients reconnected and resent.
     assert summary["acknowledged"] > 50 * CYCLES, summary
     assert sum(client.reconnects for client in histories) > CLIENTS, summary
@@ -328,4 +337,14 @@ def _summary(
         "lost": lost,
         "duplicates": len(stored) - len(stored_client_ids),
         "violations": len(problems),
+    }
+
+
+def _dump(history: ClientHistory) -> dict[str, Any]:
+    return {
+        "name": history.name,
+        "user_id": history.user_id,
+        "acked": history.acked,
+        "sessions": [[message["id"] for message in session] for session in history.sessions],
+        "answered": [sorted(ids) for ids in history.answered],
     }

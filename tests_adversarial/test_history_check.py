@@ -25,7 +25,7 @@ def _client(live: list[int], acked: dict[str, int] | None = None) -> ClientHisto
     client = ClientHistory(name="a", user_id=1)
     client.sent = {f"c{n}" for n in range(1, 10)}
     client.acked = acked or {}
-    client.sessions.append([])
+    client.connected()
     for message_id in live:
         client.see(_message(message_id))
     return client
@@ -47,8 +47,15 @@ def test_a_message_announced_but_not_stored_is_reported() -> None:
 
 def test_a_gap_within_one_connection_is_reported() -> None:
     problems = check_history([_client([1, 3])], _stored(1, 2, 3))
-    assert any("2 skipped between 1 and 3" in problem for problem in problems)
+    assert any("[2] skipped between 1 and 3" in problem for problem in problems)
     assert any("missing [2]" in problem for problem in problems)
+
+
+def test_a_gap_filled_by_the_answer_to_a_resend_is_not_a_gap() -> None:
+    client = _client([1])
+    client.answer(_message(2))
+    client.see(_message(3))
+    assert check_history([client], _stored(1, 2, 3)) == []
 
 
 def test_a_duplicate_or_reordering_within_one_connection_is_reported() -> None:
@@ -67,7 +74,7 @@ def test_a_message_stored_twice_or_never_sent_is_reported() -> None:
 
 def test_a_catch_up_fills_what_the_live_stream_missed() -> None:
     client = _client([1])
-    client.sessions.append([])
+    client.connected()
     client.merge([2, 3])
     client.see(_message(3))
     client.see(_message(4))

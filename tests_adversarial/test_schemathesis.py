@@ -12,8 +12,10 @@ Bounded by examples per operation and by a time budget, so it fits CI (see the c
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # CI keeps this part under ~90 s on the 2-core machine; `make soak` raises both.
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
 MAX_SECONDS = int(os.environ.get("SCHEMATHESIS_MAX_SECONDS", "60"))
+# `make soak` writes the number of test cases per phase here.
+REPORT = os.environ.get("SCHEMATHESIS_REPORT")
 # Reproducible in CI; a fresh search on developers' machines.
 SEED = 20261127 if IN_CI else None
 
@@ -121,6 +125,8 @@ def _failures(stream: Iterator[events.EngineEvent]) -> tuple[list[str], dict[str
 
 def test_the_api_conforms_to_its_schema_under_schemathesis(api_schema) -> None:
     failures, cases = _failures(schemathesis.engine.from_schema(api_schema).execute())
+    if REPORT:
+        Path(REPORT).write_text(json.dumps({"cases": cases, "failures": len(failures)}) + "\n")
     unique = sorted(set(failures))
     assert not unique, f"{len(unique)} schemathesis failures:\n\n" + "\n\n".join(unique[:15])
     # It really ran: every phase produced test cases.

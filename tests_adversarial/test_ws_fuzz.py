@@ -12,6 +12,7 @@ both sockets still send and receive.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import IN_CI
+from messaging.consumers import MAX_JSON_DEPTH, _nested_deeper_than
 from messaging.models import ChatMember, Message
 from messaging.serializers import MAX_ID
 from tests_adversarial.sockets import drain, next_event, next_output, quiet, send_message
@@ -221,9 +223,10 @@ def rejected_frames(draw: st.DrawFn) -> tuple[str | bytes, set[str]]:
     # As deep as fits in one 64 KiB frame: far deeper than Python's recursion limit.
     depth = draw(st.integers(min_value=100, max_value=65_000 // len(opener + closer)))
     core = opener * depth + "1" + closer * depth
+    # Deeper than MAX_JSON_DEPTH: refused as invalid_json, however deep the parser got.
     if draw(st.booleans()):
-        return f'{{"type": "typing", "chat_id": {core}}}', {"invalid_json", "validation_error"}
-    return core, {"invalid_json", "validation_error", "unknown_type"}
+        return f'{{"type": "typing", "chat_id": {core}}}', {"invalid_json"}
+    return core, {"invalid_json"}
 
 
 def _echo_expected(frame: str | bytes) -> dict[str, Any]:
@@ -234,7 +237,7 @@ def _echo_expected(frame: str | bytes) -> dict[str, Any]:
         content = json.loads(frame, parse_constant=_not_json)
     except (ValueError, RecursionError):
         return {}
-    if not isinstance(content, dict):
+    if not isinstance(content, dict) or _nested_deeper_than(content, MAX_JSON_DEPTH):
         return {}
     return {
         key: content[key]
@@ -271,7 +274,7 @@ def _db_state() -> tuple[list[tuple], list[tuple]]:
 
 
 @settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("WS_FUZZ_EXAMPLES", "150")),
     deadline=None,
     # Reproducible in CI (the same examples every run); a fresh search on developers' machines.
     derandomize=IN_CI,
@@ -358,6 +361,8 @@ async def test_a_frame_of_exactly_64_kib_is_read(ws, world) -> None:
         ('{"type": "x", "client_id": Infinity}', "invalid_json", {}),
         ("[" * 30_000 + "]" * 30_000, "invalid_json", {}),
         ('{"type": "typing", "chat_id": ' + "[" * 20_000 + "]" * 20_000 + "}", "invalid_json", {}),
+        # Parses (under the recursion limit), then exhausted it in validation: server_error.
+        ('{"type": "typing", "chat_id": ' + "[" * 900 + "]" * 900 + "}", "invalid_json", {}),
         ('{"type": "x\\ud800", "client_id": "\\udc00"}', "unknown_type", {}),
     ],
 )
@@ -371,3 +376,13 @@ async def test_frames_that_once_crashed_the_consumer_get_an_error(ws, world, fra
     json.dumps(event, ensure_ascii=False).encode()
     await sock.send_json_to({"type": "typing", "chat_id": MAX_ID})
     assert (await next_event(sock))["code"] == "not_found"
+
+
+async def test_nesting_is_refused_past_the_depth_limit_only(ws, world) -> None:
+    sock = await ws(world[0])
+    within = "[" * (MAX_JSON_DEPTH - 1) + "1" + "]" * (MAX_JSON_DEPTH - 1)
+    await sock.send_to(text_data=f'{{"type": "typing", "chat_id": {within}}}')
+    assert (await next_event(sock))["code"] == "validation_error"
+    beyond = "[" * MAX_JSON_DEPTH + "1" + "]" * MAX_JSON_DEPTH
+    await sock.send_to(text_data=f'{{"type": "typing", "chat_id": {beyond}}}')
+    assert (await next_event(sock))["code"] == "invalid_json"
