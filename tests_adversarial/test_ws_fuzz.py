@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import IN_CI
+from messaging import services
 from messaging.consumers import MAX_JSON_DEPTH, _nested_deeper_than
 from messaging.models import ChatMember, Message
 from messaging.serializers import MAX_ID
@@ -325,6 +326,12 @@ async def ws_pair(ws, world) -> Any:
     reply = await send_message(pair["b"], chat.pk, "me too")
     assert reply["type"] == "new_message", reply
     assert (await next_event(pair["a"]))["message"]["text"] == "me too"
+    # No forged `user.membership` subscribed A to the strangers' chat.
+    await sync_to_async(services.message_send)(
+        author=c, chat_id=Ctx.foreign_chat_id, text="still private"
+    )
+    assert (await next_event(pair["c"]))["message"]["text"] == "still private"
+    assert await drain(pair["a"]) == []
 
 
 async def test_a_frame_over_64_kib_closes_with_1009_and_others_are_unaffected(ws, world) -> None:
