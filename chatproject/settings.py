@@ -202,6 +202,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "register": env.str("THROTTLE_REGISTER", default="100/min"),
         "login": env.str("THROTTLE_LOGIN", default="100/min"),
+        "send": env.str("THROTTLE_SEND", default="600/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

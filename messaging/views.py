@@ -10,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatproject.errors import NotFound
@@ -64,6 +65,13 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     serializer_class = ChatSerializer
     pagination_class = ChatListPagination
     lookup_value_regex = r"[0-9]+"
+
+    # Only sending over HTTP is throttled (per user): the WebSocket has its own token bucket,
+    # and without this the HTTP path would be a way around it.
+    throttle_scope = "send"
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        return [ScopedRateThrottle()] if self.action == "send_message" else []
 
     def get_queryset(self):  # type: ignore[override]
         return Chat.objects.for_listing(self.request.user)
