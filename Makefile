@@ -45,5 +45,17 @@ soak: $(STAMP)
 	SCHEMATHESIS_MAX_SECONDS=300 SCHEMATHESIS_MAX_EXAMPLES=200 SCHEMATHESIS_REPORT=soak-api.json \
 	$(BIN)/python -m pytest tests_adversarial -o timeout=3600
 
+# The benchmark (docs/performance.md): starts its own Redis, service instances (uvicorn and
+# daphne) and reference servers on free ports, drives them from a separate load generator, and
+# stops them. Needs PostgreSQL: DATABASE_URL's server, database <name>_bench (created, emptied).
+# Prints a table, writes bench/results/<time>.json; about 8 minutes. BENCH_ARGS: see --help.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -129,9 +129,10 @@ CHANNEL_LAYER_PREFIX = env.str(
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # One PUBLISH per group_send, no per-channel capacity that drops messages under
-            # bursts; see docs/performance.md for the measurement behind this choice.
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # Redis pub/sub: one PUBLISH per group_send, no per-channel capacity that drops
+            # messages under bursts; pipelined, since the stock layer's one-at-a-time publishing
+            # times out under fan-out load. Measurements: docs/performance.md.
+            "BACKEND": "messaging.channel_layer.PipelinedRedisPubSubChannelLayer",
             # Pub/sub channels ignore Redis's database number: without a prefix of their own,
             # two deployments (or test runs) on one Redis server would hear each other.
             "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},

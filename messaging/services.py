@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from accounts.models import User
 from chatproject.errors import ApplicationError, NotFound
@@ -54,6 +55,10 @@ def message_send(
     The chat row is locked for the whole transaction, so the messages of one chat commit in
     id order: a client catching up with `after=ID` can never skip one committed late.
     """
+    if connection.vendor == "postgresql":
+        return _message_send_in_one_statement(
+            author=author, chat_id=chat_id, text=text, client_id=client_id
+        )
     with transaction.atomic():
         chat = (
             Chat.objects.select_for_update(of=("self",))
@@ -80,6 +85,84 @@ def message_send(
         ChatMember.objects.filter(chat_id=chat_id, user=author).update(last_read_message=message)
         events.on_commit_new_message(message, previous_id=previous_id)
     return SentMessage(message=message, created=True, previous_id=previous_id)
+
+
+# message_send on PostgreSQL, as one statement: lock the chat row (checking membership in the
+# same breath), find an earlier message with this client_id, else insert the message and move
+# the chat's last message and the author's read cursor to it. Outside a transaction the
+# statement is its own, so the chat row stays locked for no client round trip at all (the ORM
+# version above holds it across six; under load each costs a thread wake-up, and a room's
+# sends queue on that lock: docs/performance.md). The INSERT reads its row from `locked`, so
+# the lock is taken before the message gets its id, and a chat's messages still commit in id
+# order. ON CONFLICT covers a same-client_id send that committed while this one waited for
+# the lock (invisible to this statement's snapshot): nothing is inserted and the caller gets
+# the original, as from the ORM version.
+_SEND_SQL = """
+WITH locked AS (
+    SELECT chat.id, chat.last_message_id FROM messaging_chat AS chat
+    WHERE chat.id = %(chat_id)s AND EXISTS (
+        SELECT 1 FROM messaging_chatmember AS member
+        WHERE member.chat_id = chat.id AND member.user_id = %(author_id)s
+    )
+    FOR UPDATE OF chat
+), earlier AS (
+    SELECT message.id, message.text, message.created_at FROM messaging_message AS message
+    WHERE message.chat_id = %(chat_id)s AND message.author_id = %(author_id)s
+        AND message.client_id = %(client_id)s
+), inserted AS (
+    INSERT INTO messaging_message (chat_id, author_id, text, created_at, client_id)
+    SELECT locked.id, %(author_id)s, %(text)s, %(created_at)s, %(client_id)s FROM locked
+    WHERE NOT EXISTS (SELECT 1 FROM earlier)
+    ON CONFLICT (author_id, chat_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+    RETURNING id
+), chat_moved AS (
+    UPDATE messaging_chat AS chat
+    SET last_message_id = inserted.id, last_activity_at = %(created_at)s
+    FROM inserted WHERE chat.id = %(chat_id)s
+), cursor_moved AS (
+    UPDATE messaging_chatmember AS member SET last_read_message_id = inserted.id
+    FROM inserted WHERE member.chat_id = %(chat_id)s AND member.user_id = %(author_id)s
+)
+SELECT locked.last_message_id, inserted.id, earlier.id, earlier.text, earlier.created_at
+FROM locked LEFT JOIN inserted ON TRUE LEFT JOIN earlier ON TRUE
+"""
+
+
+def _message_send_in_one_statement(
+    *, author: User, chat_id: int, text: str, client_id: str | None
+) -> SentMessage:
+    created_at = timezone.now()
+    params = {
+        "chat_id": chat_id,
+        "author_id": author.pk,
+        "text": text,
+        "created_at": created_at,
+        "client_id": client_id,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_SEND_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound()
+    previous_id, inserted_id, earlier_id, earlier_text, earlier_created_at = row
+    fields = {"chat_id": chat_id, "author_id": author.pk, "client_id": client_id}
+    if inserted_id is not None:
+        message = _loaded(Message(pk=inserted_id, text=text, created_at=created_at, **fields))
+        events.on_commit_new_message(message, previous_id=previous_id)
+        return SentMessage(message=message, created=True, previous_id=previous_id)
+    if earlier_id is not None:
+        earlier = Message(pk=earlier_id, text=earlier_text, created_at=earlier_created_at, **fields)
+        return SentMessage(message=_loaded(earlier), created=False, previous_id=None)
+    # The ON CONFLICT case: the original committed after this statement's snapshot was taken.
+    original = Message.objects.get(chat_id=chat_id, author=author, client_id=client_id)
+    return SentMessage(message=original, created=False, previous_id=None)
+
+
+def _loaded(message: Message) -> Message:
+    """Mark an instance built from a row as one loaded from the database, as a query's are."""
+    message._state.adding = False
+    message._state.db = connection.alias
+    return message
 
 
 def read_cursor_advance(

@@ -28,6 +28,9 @@ class ChatStream:
         """Take one message; return the frames now deliverable, in order."""
         if self.last_id is not None and message_id <= self.last_id:
             return []  # Already delivered (or older than this socket's start).
+        if not self.waiting and self._ready(previous_id):
+            self.last_id = message_id  # The usual case, in order: no need to scan `waiting`.
+            return [frame]
         self.waiting[message_id] = (previous_id, frame)
         return self._drain()
 

@@ -199,12 +199,42 @@ def test_send_to_a_chat_the_author_is_not_in_is_not_found(user, other_user, make
 
 def test_send_costs_a_fixed_number_of_queries(user, make_chat, django_assert_num_queries):
     chat = make_chat(user)
-    # SELECT ... FOR UPDATE, INSERT, UPDATE chat, UPDATE cursor (+ savepoint and release,
-    # since the test itself runs in a transaction).
-    with django_assert_num_queries(6):
+    # PostgreSQL: one statement does it all (see services._SEND_SQL), a repeated client_id
+    # included. Elsewhere: SELECT ... FOR UPDATE, [SELECT by client_id,] INSERT, UPDATE chat,
+    # UPDATE cursor (+ savepoint and release, since the test itself runs in a transaction).
+    postgres = connection.vendor == "postgresql"
+    with django_assert_num_queries(1 if postgres else 6):
         services.message_send(author=user, chat_id=chat.pk, text="hi")
-    with django_assert_num_queries(6):
-        services.message_send(author=user, chat_id=chat.pk, text="hi again")
+    with django_assert_num_queries(1 if postgres else 7):
+        services.message_send(author=user, chat_id=chat.pk, text="hi again", client_id="c")
+    with django_assert_num_queries(1 if postgres else 4):
+        services.message_send(author=user, chat_id=chat.pk, text="repeat", client_id="c")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_repeats_of_one_client_id_store_one_message(user, make_chat):
+    """Sends of one client_id racing for the chat lock: one message, every caller gets it."""
+    chat = make_chat(user)
+    results: list[services.SentMessage] = []
+
+    def send() -> None:
+        try:
+            results.append(
+                services.message_send(author=user, chat_id=chat.pk, text="x", client_id="same")
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(results) == 6
+    assert sum(result.created for result in results) == 1
+    assert {result.message.pk for result in results} == {Message.objects.get(chat=chat).pk}
 
 
 @pytest.mark.postgres
