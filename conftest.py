@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -49,6 +49,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def _fresh_throttles() -> None:
     cache.clear()
     sockets.clear()  # WebSocket budgets outlive a user's last socket for a few seconds.
+
+
+@pytest.fixture
+def throttle_rates() -> Iterator[dict[str, str]]:
+    """DRF's throttle rates, to change in a test (`throttle_rates["login"] = "2/min"`);
+    restored afterwards."""
+    from rest_framework.settings import api_settings
+
+    rates = api_settings.DEFAULT_THROTTLE_RATES
+    saved = dict(rates)
+    yield rates
+    rates.clear()
+    rates.update(saved)
 
 
 @pytest.fixture

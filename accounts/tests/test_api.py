@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from django.test import override_settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
@@ -89,20 +88,10 @@ def test_register_refuses_form_encoded_bodies_with_415(api_client):
     assert response.status_code == 415
 
 
-def test_register_is_throttled_per_client_ip(api_client):
-    with override_settings():
-        from rest_framework.settings import api_settings
+def test_register_is_throttled_per_client_ip(api_client, throttle_rates):
+    throttle_rates["register"] = "2/min"
 
-        rates = api_settings.DEFAULT_THROTTLE_RATES
-        original = rates["register"]
-        rates["register"] = "2/min"
-        try:
-            codes = [
-                register(api_client, username=f"t{i}", password=STRONG).status_code
-                for i in range(3)
-            ]
-        finally:
-            rates["register"] = original
+    codes = [register(api_client, username=f"t{i}", password=STRONG).status_code for i in range(3)]
 
     assert codes == [201, 201, 429]
 
@@ -150,21 +139,15 @@ def test_login_with_missing_fields_is_a_400(api_client):
     assert "password" in response.json()
 
 
-def test_login_is_throttled_per_client_ip(api_client, make_user):
-    from rest_framework.settings import api_settings
+def test_login_is_throttled_per_client_ip(api_client, throttle_rates):
+    throttle_rates["login"] = "2/min"
 
-    rates = api_settings.DEFAULT_THROTTLE_RATES
-    original = rates["login"]
-    rates["login"] = "2/min"
-    try:
-        codes = [
-            api_client.post(
-                "/users/login", {"username": "x", "password": "y"}, format="json"
-            ).status_code
-            for _ in range(3)
-        ]
-    finally:
-        rates["login"] = original
+    codes = [
+        api_client.post(
+            "/users/login", {"username": "x", "password": "y"}, format="json"
+        ).status_code
+        for _ in range(3)
+    ]
 
     assert codes == [401, 401, 429]
 

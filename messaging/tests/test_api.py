@@ -495,24 +495,18 @@ def test_schema_and_docs_need_no_token_and_load_nothing_from_other_hosts(api_cli
     assert "https://" not in page
 
 
-def test_sending_over_http_is_throttled_per_user(client_for, user, other_user, make_chat):
-    from rest_framework.settings import api_settings
-
+def test_sending_over_http_is_throttled_per_user(
+    client_for, user, other_user, make_chat, throttle_rates
+):
     chat = make_chat(user, [other_user])
-    rates = api_settings.DEFAULT_THROTTLE_RATES
-    original = rates["send"]
-    rates["send"] = "2/min"
-    try:
-        mine = [
-            client_for(user).post(f"/chats/{chat.pk}/messages", {"text": "x"}, format="json")
-            for _ in range(3)
-        ]
-        theirs = client_for(other_user).post(
-            f"/chats/{chat.pk}/messages", {"text": "y"}, format="json"
-        )
-        reading = client_for(user).get(f"/chats/{chat.pk}/messages")
-    finally:
-        rates["send"] = original
+    throttle_rates["send"] = "2/min"
+
+    mine = [
+        client_for(user).post(f"/chats/{chat.pk}/messages", {"text": "x"}, format="json")
+        for _ in range(3)
+    ]
+    theirs = client_for(other_user).post(f"/chats/{chat.pk}/messages", {"text": "y"}, format="json")
+    reading = client_for(user).get(f"/chats/{chat.pk}/messages")
 
     assert [r.status_code for r in mine] == [201, 201, 429]
     assert "detail" in mine[-1].json()
