@@ -8,6 +8,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 # Django must be set up before anything imports models (the routing below does).
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+if settings.SECRET_KEY_MISSING:  # Never serve on a throwaway key.
+    raise ImproperlyConfigured(settings.MISSING_SECRET_KEY_MESSAGE)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.auth import JWTQueryAuthMiddleware  # noqa: E402

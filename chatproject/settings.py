@@ -5,6 +5,7 @@ Every variable read here is listed in `.env.example` with a line on what it does
 
 import hashlib
 import hmac
+import secrets
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,14 +25,19 @@ if ENV_FILE and Path(ENV_FILE).is_file():
 DEBUG = env.bool("DEBUG", default=False)
 
 _DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
+MISSING_SECRET_KEY_MESSAGE = (
+    "SECRET_KEY is not set. Set it in the environment or in .env "
+    "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+    "or set DEBUG=1 for local development."
+)
 SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set it in the environment or in .env "
-            "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
-            "or set DEBUG=1 for local development."
-        )
+# Without a key and with DEBUG off, commands that sign nothing (makemigrations, collectstatic)
+# still run, on a throwaway random key; serving refuses to start with the message above
+# (chatproject/asgi.py), and so does `manage.py check --deploy` (chatproject/checks.py).
+SECRET_KEY_MISSING = not SECRET_KEY and not DEBUG
+if SECRET_KEY_MISSING:
+    SECRET_KEY = secrets.token_urlsafe(50)
+elif not SECRET_KEY:
     SECRET_KEY = _DEV_SECRET_KEY
 elif not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY is the development key; set a secret one.")
@@ -56,7 +62,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "messaging",
-    "chatproject",  # Its management commands: wait_for_database, migrate_with_lock.
+    # Its management commands (wait_for_database, migrate_with_lock) and system checks.
+    "chatproject.apps.ChatProjectConfig",
 ]
 
 MIDDLEWARE = [

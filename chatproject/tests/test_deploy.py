@@ -209,12 +209,27 @@ def test_check_deploy_names_the_settings_the_plain_http_demo_turns_off() -> None
     assert found == {"security.W008", "security.W012", "security.W016"}
 
 
-def test_production_settings_refuse_to_load_without_a_secret_key() -> None:
+def test_production_refuses_to_serve_without_a_secret_key() -> None:
     env = production_env()
     del env["SECRET_KEY"]
-    result = manage("check", env=env)
-    assert result.returncode != 0
-    assert "SECRET_KEY is not set" in result.stderr
+    deploy_check = manage("check", "--deploy", env=env)
+    serving = subprocess.run(
+        [PYTHON, "-c", "import chatproject.asgi"],
+        cwd=PROJECT_DIR,
+        env={**env, "DJANGO_SETTINGS_MODULE": "chatproject.settings"},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    # Commands that sign nothing still run (on a throwaway key), so a checkout without .env can
+    # use manage.py makemigrations; nothing serves on that key.
+    makemigrations = manage("makemigrations", "--check", "--dry-run", env=env)
+
+    assert deploy_check.returncode != 0
+    assert "SECRET_KEY is not set" in deploy_check.stderr
+    assert serving.returncode != 0
+    assert "SECRET_KEY is not set" in serving.stderr
+    assert makemigrations.returncode == 0, makemigrations.stderr
 
 
 # --- /healthz failures, in this process ----------------------------------------------------------
