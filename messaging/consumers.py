@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,6 +21,7 @@ from rest_framework.exceptions import ValidationError
 
 from chatproject.errors import ApplicationError, NotFound
 from messaging import events, services
+from messaging.fanout import local_fanout
 from messaging.limits import sockets
 from messaging.models import ChatMember, Message
 from messaging.serializers import (
@@ -99,8 +101,23 @@ def _frames_between(chat_id: int, after_id: int | None, up_to_id: int) -> list[t
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """One socket. Chat events come from the process's `ChatFanout` (`on_chat_event`), the
+    user's own events through Channels' per-socket channel. Everything sent to the client goes
+    through one outbox, in order, drained by one task at a time (`_push`)."""
+
     user: Any
     streams: dict[int, ChatStream]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.streams = {}
+        self.gap_tasks: dict[int, asyncio.Task[None]] = {}
+        self.counted = False  # Whether this socket counts against its user's socket cap.
+        self.accepted = False
+        self.outbox: deque[dict[str, Any]] = deque()  # ASGI messages waiting to go out.
+        self.outbox_bytes = 0
+        self.fell_behind = False
+        self.drainer: asyncio.Task[None] | None = None
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -128,13 +145,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             if (await receive())["type"] == "websocket.connect":
                 await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+        finally:  # Cancelled without a disconnect (server shutdown): no event for a dead socket.
+            self._forget_chats()
 
     async def connect(self) -> None:
-        self.streams = {}
-        self.gap_tasks: dict[int, asyncio.Task[None]] = {}
-        # Held while a stream's frames go out, so a gap fill never interleaves with them.
-        self.delivery_lock = asyncio.Lock()
-        self.counted = False
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.accept()
@@ -161,6 +175,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
         await self.accept()
+        self.accepted = True
+        self._drain_soon()  # Events that came during the handshake.
 
     async def disconnect(self, code: int) -> None:
         for task in self.gap_tasks.values():
@@ -168,16 +184,31 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not self.counted:
             return
         sockets.close(self.user.pk)
-        groups = [events.user_group(self.user.pk)] + [events.chat_group(c) for c in self.streams]
-        for group in groups:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:  # Redis down: its subscriptions are gone with the connection.
-                logger.debug("group_discard %s failed", group, exc_info=True)
+        for chat_id in list(self.streams):
+            await self._unsubscribe(chat_id)
+        try:
+            await self.channel_layer.group_discard(
+                events.user_group(self.user.pk), self.channel_name
+            )
+        except Exception:  # Redis down: its subscriptions are gone with the connection.
+            logger.debug("group_discard of user %s failed", self.user.pk, exc_info=True)
 
     async def _subscribe(self, chat_id: int, last_id: int | None) -> None:
-        await self.channel_layer.group_add(events.chat_group(chat_id), self.channel_name)
+        await local_fanout(self.channel_layer).join(chat_id, self)
         self.streams[chat_id] = ChatStream(chat_id=chat_id, last_id=last_id)
+
+    async def _unsubscribe(self, chat_id: int) -> None:
+        del self.streams[chat_id]
+        if task := self.gap_tasks.pop(chat_id, None):
+            task.cancel()
+        await local_fanout(self.channel_layer).leave(chat_id, self)
+
+    def _forget_chats(self) -> None:
+        if self.streams and self.channel_layer is not None:
+            fanout = local_fanout(self.channel_layer)
+            for chat_id in self.streams:
+                asyncio.ensure_future(fanout.leave(chat_id, self))
+            self.streams = {}
 
     # --- Client -> server ------------------------------------------------------------------------
 
@@ -236,11 +267,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         stream = self.streams.get(data["chat_id"])
         if not sent.created or stream is None:
             # A repeat of an earlier client_id: answer with the original, to this socket only.
-            await self.send(text_data=frame)
+            self._push(frame)
             return
         # Our own copy goes straight to this socket, not through Redis, so the sender gets it
         # even when the channel layer is down; the copy that comes back through it is dropped.
-        await self._deliver(stream, sent.message.pk, sent.previous_id, frame)
+        self._deliver(stream, sent.message.pk, sent.previous_id, frame)
 
     async def on_read_message(self, content: dict[str, Any]) -> None:
         data = _validated(ReadMessageEventSerializer, content)
@@ -265,18 +296,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- Channel layer -> client -----------------------------------------------------------------
 
-    async def chat_message(self, event: dict[str, Any]) -> None:
+    def on_chat_event(self, event: dict[str, Any]) -> None:
+        """A `chat.<id>` group event, from the process's `ChatFanout`; must not block."""
         stream = self.streams.get(event["chat_id"])
-        if stream is not None:
-            await self._deliver(stream, event["message_id"], event["previous_id"], event["frame"])
-
-    async def chat_typing(self, event: dict[str, Any]) -> None:
-        if event["user_id"] != self.user.pk and event["chat_id"] in self.streams:
-            await self.send(text_data=event["frame"])
+        if stream is None:
+            return
+        if event["type"] == "chat.message":
+            self._deliver(stream, event["message_id"], event["previous_id"], event["frame"])
+        elif event["type"] == "chat.typing" and event["user_id"] != self.user.pk:
+            self._push(event["frame"])
 
     async def user_read(self, event: dict[str, Any]) -> None:
         if event["origin"] != self.channel_name:
-            await self.send(text_data=event["frame"])
+            self._push(event["frame"])
 
     async def user_membership(self, event: dict[str, Any]) -> None:
         chat_id = event["chat_id"]
@@ -292,19 +324,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             if start_id != newest_id:
                 self._schedule_gap_fill(chat_id, delay=0)
         elif chat_id in self.streams:
-            del self.streams[chat_id]
-            if task := self.gap_tasks.pop(chat_id, None):
-                task.cancel()
-            await self.channel_layer.group_discard(events.chat_group(chat_id), self.channel_name)
+            await self._unsubscribe(chat_id)
 
     # --- Ordering and gaps -----------------------------------------------------------------------
 
-    async def _deliver(
+    def _deliver(
         self, stream: ChatStream, message_id: int, previous_id: int | None, frame: str
     ) -> None:
-        async with self.delivery_lock:
-            for ready in stream.accept(message_id, previous_id, frame):
-                await self.send(text_data=ready)
+        for ready in stream.accept(message_id, previous_id, frame):
+            self._push(ready)
         if stream.has_gap:
             self._schedule_gap_fill(stream.chat_id, delay=GAP_WAIT_SECONDS)
 
@@ -321,18 +349,64 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 return
             up_to = stream.newest_waiting_id() if stream.has_gap else MAX_ID
             fetched = await _frames_between(chat_id, stream.last_id, up_to)
-            async with self.delivery_lock:
-                for frame in stream.fill(fetched):
-                    await self.send(text_data=frame)
+            for frame in stream.fill(fetched):
+                self._push(frame)
         except Exception:  # Database unreachable: the next message retries the gap.
             logger.warning("could not fill a gap in chat %s", chat_id, exc_info=True)
         finally:
             self.gap_tasks.pop(chat_id, None)
 
-    # --- Errors ----------------------------------------------------------------------------------
+    # --- Sending ---------------------------------------------------------------------------------
+
+    def _push(self, frame: str) -> None:
+        """Queue a frame for the client. Never blocks: one task at a time sends the outbox in
+        order, so a socket whose server-side send waits (a client that stopped reading, under
+        uvicorn) holds up only itself, in memory bounded by WS_MAX_OUTGOING_BUFFER_BYTES."""
+        if self.fell_behind:
+            return  # Only its close is still to go out.
+        self.outbox.append({"type": "websocket.send", "text": frame})
+        self.outbox_bytes += len(frame)
+        if self.outbox_bytes > settings.WS_MAX_OUTGOING_BUFFER_BYTES:
+            # The client reads slower than its chats talk: drop what waits, close with 1013
+            # once the socket can take it; the client reconnects and catches up with `after`.
+            logger.warning("socket of user %s fell behind; closing it", self.user.pk)
+            self.fell_behind = True
+            self.outbox.clear()
+            self.outbox_bytes = 0
+            self.outbox.append({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+        self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        if self.drainer is None and self.accepted and self.outbox:
+            self.drainer = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.outbox:
+                message = self.outbox.popleft()
+                self.outbox_bytes -= len(message.get("text", ""))
+                await self.base_send(message)
+        except Exception:  # The client is gone; its disconnect is on its way.
+            logger.debug("send to a closed socket", exc_info=True)
+            self.outbox.clear()
+        finally:
+            self.drainer = None
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """After what is already queued, so a client sees its error before the close."""
+        if not self.accepted or (self.drainer is None and not self.outbox):
+            await super().close(code, reason)
+            return
+        message: dict[str, Any] = {"type": "websocket.close"}
+        if code is not None and code is not True:
+            message["code"] = code
+        if reason:
+            message["reason"] = reason
+        self.outbox.append(message)
+        self._drain_soon()
 
     async def _send_error(self, code: str, detail: str, request: dict[str, Any]) -> None:
-        await self.send(text_data=events.error_frame(code, detail, request))
+        self._push(events.error_frame(code, detail, request))
 
 
 # One validating instance per serializer class: building a serializer deep-copies its fields,
