@@ -341,11 +341,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.gap_tasks[chat_id] = asyncio.create_task(self._fill_gap(chat_id, delay))
 
     async def _fill_gap(self, chat_id: int, delay: float) -> None:
-        """Wait for a missing predecessor; if it does not come, read it from the database."""
+        """Wait for a missing predecessor; if it does not come, read it from the database.
+
+        Only a message that has waited `delay` is a reason to read: a sender's own copy
+        usually arrives before its predecessors' broadcasts, so while a chat is busy there is
+        nearly always a short gap open, and it closes by itself."""
         try:
-            await asyncio.sleep(delay)
+            while delay:
+                stream = self.streams.get(chat_id)
+                watched = stream.newest_waiting_id() if stream and stream.has_gap else None
+                await asyncio.sleep(delay)
+                stream = self.streams.get(chat_id)
+                if stream is None or not stream.has_gap:
+                    return
+                if watched in stream.waiting:
+                    break  # Still waiting after `delay`: its predecessor is not coming.
             stream = self.streams.get(chat_id)
-            if stream is None or (delay and not stream.has_gap):
+            if stream is None:
                 return
             up_to = stream.newest_waiting_id() if stream.has_gap else MAX_ID
             fetched = await _frames_between(chat_id, stream.last_id, up_to)

@@ -228,3 +228,39 @@ async def test_one_stalled_socket_does_not_hold_up_the_others():
     assert [m["text"] for m in stalled_client.sent] == ["message 1", "message 2", "message 3"]
     await fanout.leave(1, stalled)
     await fanout.leave(1, reading)
+
+
+async def test_gaps_that_close_by_themselves_are_not_read_from_the_database(monkeypatch):
+    """A busy chat nearly always has a short gap open at a sender's socket; only a message
+    that waits the whole GAP_WAIT_SECONDS is a reason to read the database."""
+    client = StalledClient()
+    client.reading.set()
+    consumer = accepted_consumer(client)
+    consumer.streams[1] = ChatStream(chat_id=1, last_id=None)
+    reads = []
+
+    async def frames_between(*args: Any) -> list[tuple[int, str]]:
+        reads.append(args)
+        return []
+
+    monkeypatch.setattr("messaging.consumers._frames_between", frames_between)
+    monkeypatch.setattr("messaging.consumers.GAP_WAIT_SECONDS", 0.2)
+
+    def arrives(n: int) -> None:
+        event = {**chat_event(1, n), "previous_id": n - 1 or None, "frame": f"message {n}"}
+        consumer.on_chat_event(event)
+
+    arrives(2)  # Ahead of 1: a gap opens.
+    await asyncio.sleep(0.12)
+    arrives(1)
+    arrives(4)  # A new gap, 0.12 s into the first one's wait.
+    await asyncio.sleep(0.12)
+    arrives(3)
+    await asyncio.sleep(0.3)
+
+    assert reads == []
+    assert [m["text"] for m in client.sent] == [f"message {n}" for n in range(1, 5)]
+
+    arrives(6)  # 5 never comes: read once its successor has waited the whole delay.
+    await asyncio.sleep(0.35)
+    assert reads == [(1, 4, 6)]
