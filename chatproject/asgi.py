@@ -2,11 +2,13 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
-# Django must be set up before anything imports models (the routing below does).
-django_asgi_app = get_asgi_application()
+
+from chatproject.asgi_http import get_http_application  # noqa: E402
+
+# Django must be set up before anything imports models (the routing below does). Django's
+# handler, with the request in one thread hop (chatproject/asgi_http.py).
+django_asgi_app = get_http_application()
 
 from django.conf import settings  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
