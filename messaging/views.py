@@ -14,8 +14,8 @@ from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatproject.errors import NotFound
-from messaging import services
-from messaging.models import Chat, ChatMember, Message
+from messaging import events, history, services
+from messaging.models import Chat, ChatMember
 from messaging.serializers import (
     MAX_ID,
     ChatCreateSerializer,
@@ -28,6 +28,10 @@ from messaging.serializers import (
     ReadCursorSerializer,
     ReadCursorUpdateSerializer,
 )
+
+# One validating instance: building a serializer per request deep-copies its fields.
+# `run_validation` keeps no state on the instance, so threads can share it.
+_history_query = HistoryQuerySerializer()
 
 
 class ChatListPagination(CursorPagination):
@@ -116,20 +120,12 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=True, methods=["get"], url_path="messages")
     def messages(self, request: Request, pk: str) -> Response:
         # A plain dict: from a QueryDict, DRF would read "limit=" or "after=" as absent.
-        query = HistoryQuerySerializer(data=request.query_params.dict())
-        query.is_valid(raise_exception=True)
+        params = _history_query.run_validation(request.query_params.dict())
         chat_id = self._chat_id()
         # One query answers both "is the caller a member?" and "where is everyone's cursor?".
-        rows = list(
-            ChatMember.objects.filter(chat_id=chat_id)
-            .order_by("user_id")
-            .values_list("user_id", "last_read_message_id", "chat__last_message_id")
-        )
-        if request.user.pk not in {user_id for user_id, _, _ in rows}:
+        cursors, newest_id = history.member_cursors(chat_id)
+        if request.user.pk not in {user_id for user_id, _ in cursors}:
             raise NotFound()
-        cursors = [(user_id, message_id) for user_id, message_id, _ in rows]
-        params = dict(query.validated_data)
-        newest_id = rows[0][2]
         if "after" not in params and "before" not in params and newest_id is not None:
             # Bounded by the chat's newest id, the first page starts where the chat's messages
             # end instead of walking the primary key backwards past other chats' newer ones
@@ -138,7 +134,8 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         page, next_url = self._history_page(request, chat_id, **params)
         return Response(
             {
-                "results": MessageSerializer(page, many=True).data,
+                # What MessageSerializer(page, many=True).data gives, without a serializer.
+                "results": [events.message_data(row) for row in page],
                 "next": next_url,
                 "read_cursors": [
                     {"user_id": user_id, "message_id": message_id}
@@ -190,16 +187,9 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         limit: int,
         after: int | None = None,
         before: int | None = None,
-    ) -> tuple[list[Message], str | None]:
+    ) -> tuple[list[history.MessageRow], str | None]:
         """A keyset page (never OFFSET) and the URL of the next one, or None at the end."""
-        messages = Message.objects.filter(chat_id=chat_id)
-        if after is not None:
-            messages = messages.filter(id__gt=after).order_by("id")
-        else:
-            if before is not None:
-                messages = messages.filter(id__lt=before)
-            messages = messages.order_by("-id")
-        page = list(messages[: limit + 1])
+        page = history.message_page(chat_id, limit=limit + 1, after=after, before=before)
         if len(page) <= limit:
             return page, None
         page = page[:limit]
