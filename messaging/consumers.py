@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -32,6 +31,7 @@ from messaging.serializers import (
     first_error,
 )
 from messaging.streams import ChatStream
+from messaging.writers import run_on_writer
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +55,8 @@ class EventError(Exception):
 
 
 # --- Database work (each call runs in a worker thread with a fresh, healthy connection) ----------
-
-# Sends and read receipts run on writer threads of their own, not on Channels' one shared sync
-# thread, so sends to different chats commit in parallel instead of queueing behind each other
-# and behind every other query (docs/performance.md). A chat always maps to the same writer, so
-# its messages are still committed, and announced after commit, one at a time in id order on
-# this instance (announcing them out of order would make every socket wait for the gap). A
-# socket handles its events one at a time, so its own sends still start in the order it sent
-# them. Fixed threads, not the event loop's default executor: the database connections they
-# hold stay bounded (one each, well under DB_POOL_MAX_SIZE).
-_WRITERS = [
-    ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chat-writer-{i}") for i in range(4)
-]
-
-
-def _on_writer_of(chat_id: int, func: Any) -> Any:
-    writer = _WRITERS[chat_id % len(_WRITERS)]
-    return database_sync_to_async(func, thread_sensitive=False, executor=writer)
+# Sends and read receipts run on the writer threads of `messaging.writers`; the rest on
+# Channels' shared sync thread.
 
 
 @database_sync_to_async
@@ -257,7 +242,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_new_message(self, content: dict[str, Any]) -> None:
         data = _validated(NewMessageEventSerializer, content)
-        sent = await _on_writer_of(data["chat_id"], services.message_send)(
+        sent = await run_on_writer(
+            data["chat_id"],
+            services.message_send,
+            batch=services.message_send_many,
             author=self.user,
             chat_id=data["chat_id"],
             text=data["text"],
@@ -275,7 +263,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_read_message(self, content: dict[str, Any]) -> None:
         data = _validated(ReadMessageEventSerializer, content)
-        await _on_writer_of(data["chat_id"], services.read_cursor_advance)(
+        await run_on_writer(
+            data["chat_id"],
+            services.read_cursor_advance,
             reader=self.user,
             chat_id=data["chat_id"],
             message_id=data["id"],
