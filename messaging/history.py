@@ -38,7 +38,7 @@ SELECT id, chat_id, author_id, text, created_at, client_id FROM {Message._meta.d
 WHERE chat_id = %s {{bound}} ORDER BY id {{direction}} LIMIT %s
 """
 # Keyset pages, never OFFSET: each is an index range scan of (chat_id, id) at any depth.
-_AFTER_SQL = _PAGE_SQL.format(bound="AND id > %s", direction="ASC")
+_AFTER_SQL = _PAGE_SQL.format(bound="AND id > %s AND id <= %s", direction="ASC")
 _BEFORE_SQL = _PAGE_SQL.format(bound="AND id < %s", direction="DESC")
 _NEWEST_SQL = _PAGE_SQL.format(bound="", direction="DESC")
 
@@ -54,12 +54,20 @@ def member_cursors(chat_id: int) -> tuple[list[tuple[int, int | None]], int | No
 
 
 def message_page(
-    chat_id: int, *, limit: int, after: int | None = None, before: int | None = None
+    chat_id: int,
+    *,
+    limit: int,
+    newest_id: int,
+    after: int | None = None,
+    before: int | None = None,
 ) -> list[MessageRow]:
-    """Up to `limit` messages of the chat: with id > `after` oldest first, else newest first
-    (with id < `before` when given)."""
+    """Up to `limit` messages of the chat, none newer than `newest_id` (the chat's newest
+    when the request began): with id > `after` oldest first, else newest first (with id <
+    `before` when given). The bound keeps the scan inside the chat's own range of ids: without
+    it, a plan that walks the primary key (chosen for a chat that holds most of the table)
+    reads past every newer message of the other chats before it finds the page's end."""
     if after is not None:
-        sql, params = _AFTER_SQL, [chat_id, after, limit]
+        sql, params = _AFTER_SQL, [chat_id, after, newest_id, limit]
     elif before is not None:
         sql, params = _BEFORE_SQL, [chat_id, before, limit]
     else:

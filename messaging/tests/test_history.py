@@ -34,7 +34,7 @@ def shapes(rows: list) -> list[dict]:
 def test_a_page_is_the_message_objects_the_orm_gives(chat_with_history) -> None:
     chat, messages = chat_with_history
 
-    page = history.message_page(chat.pk, limit=10)
+    page = history.message_page(chat.pk, limit=10, newest_id=messages[-1].pk)
 
     # The same contract objects, the time zone and its "Z" included, on PostgreSQL and SQLite.
     assert shapes(page) == shapes(messages[::-1])
@@ -45,14 +45,26 @@ def test_pages_before_and_after_an_id_in_their_order(chat_with_history) -> None:
     chat, messages = chat_with_history
     ids = [message.pk for message in messages]
 
-    newest_first = history.message_page(chat.pk, limit=2, before=ids[3])
-    oldest_first = history.message_page(chat.pk, limit=2, after=ids[1])
-    from_start = history.message_page(chat.pk, limit=10, after=0)
+    newest = ids[-1]
+
+    newest_first = history.message_page(chat.pk, limit=2, newest_id=newest, before=ids[3])
+    oldest_first = history.message_page(chat.pk, limit=2, newest_id=newest, after=ids[1])
+    from_start = history.message_page(chat.pk, limit=10, newest_id=newest, after=0)
 
     assert [row.pk for row in newest_first] == [ids[2], ids[1]]
     assert [row.pk for row in oldest_first] == [ids[2], ids[3]]
     assert [row.pk for row in from_start] == ids
-    assert history.message_page(chat.pk, limit=5, after=ids[-1]) == []
+    assert history.message_page(chat.pk, limit=5, newest_id=newest, after=ids[-1]) == []
+
+
+def test_an_after_page_stops_at_the_newest_id_it_was_given(chat_with_history) -> None:
+    """A message committed after the request read the chat's newest id is the next page's."""
+    chat, messages = chat_with_history
+    ids = [message.pk for message in messages]
+
+    page = history.message_page(chat.pk, limit=10, newest_id=ids[2], after=ids[0])
+
+    assert [row.pk for row in page] == ids[1:3]
 
 
 def test_member_cursors_lists_every_member_by_user_id_and_the_newest_message(
