@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections import deque
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
@@ -86,8 +89,8 @@ def _frames_between(chat_id: int, after_id: int | None, up_to_id: int) -> list[t
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
-    """One socket. Chat events come from the process's `ChatFanout` (`on_chat_event`), the
-    user's own events through Channels' per-socket channel. Everything sent to the client goes
+    """One socket. Its events (its chats', its user's) come from the process's `GroupFanout`
+    (`on_group_event`), not from a channel of its own. Everything sent to the client goes
     through one outbox, in order, drained by one task at a time (`_push`)."""
 
     user: Any
@@ -95,6 +98,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Names this socket in its own read receipts (`origin`), which it does not echo.
+        self.socket_id = uuid.uuid4().hex
+        self.groups_joined: set[str] = set()
+        self.membership_changes: list[dict[str, Any]] = []
+        self.membership_worker: asyncio.Task[None] | None = None
         self.streams = {}
         self.gap_tasks: dict[int, asyncio.Task[None]] = {}
         self.counted = False  # Whether this socket counts against its user's socket cap.
@@ -118,20 +126,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Channels subscribes the socket's own channel in Redis before `connect()` runs; with
-        Redis down that raises and daphne answers the handshake with a 500. Refuse the socket
-        the way `connect()` does when the layer fails there: accept, then close with 1013."""
+        """Channels' `AsyncConsumer.__call__`, without the channel it would give the socket
+        (a Redis subscription, a queue and a waiting task per socket, and a new task per frame
+        to wait on both): layer events come through `GroupFanout` instead, so only the
+        client's frames are read here, one at a time."""
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer()
         try:
-            await super().__call__(scope, receive, send)
-        except Exception:
-            if getattr(self, "channel_layer", None) is None or hasattr(self, "channel_name"):
-                raise  # The layer gave this socket its channel: the failure is elsewhere.
-            logger.warning("channel layer unavailable, socket refused", exc_info=True)
-            if (await receive())["type"] == "websocket.connect":
-                await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:  # Cancelled without a disconnect (server shutdown): no event for a dead socket.
-            self._forget_chats()
+            self._forget_groups()
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -151,7 +159,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self.counted = True
         try:
-            await self.channel_layer.group_add(events.user_group(user.pk), self.channel_name)
+            await self._join(events.user_group(user.pk))
             for chat_id, last_id in (await _chat_positions(user.pk)).items():
                 await self._subscribe(chat_id, last_id)
         except Exception:  # The channel layer is down: tell the client to come back later.
@@ -166,33 +174,38 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for task in self.gap_tasks.values():
             task.cancel()
+        if self.membership_worker is not None:
+            self.membership_worker.cancel()
         if not self.counted:
             return
         sockets.close(self.user.pk)
-        for chat_id in list(self.streams):
-            await self._unsubscribe(chat_id)
-        try:
-            await self.channel_layer.group_discard(
-                events.user_group(self.user.pk), self.channel_name
-            )
-        except Exception:  # Redis down: its subscriptions are gone with the connection.
-            logger.debug("group_discard of user %s failed", self.user.pk, exc_info=True)
+        self.streams = {}
+        for group in list(self.groups_joined):
+            self.groups_joined.discard(group)
+            await local_fanout(self.channel_layer).leave(group, self)
+
+    async def _join(self, group: str) -> None:
+        await local_fanout(self.channel_layer).join(group, self)
+        self.groups_joined.add(group)
 
     async def _subscribe(self, chat_id: int, last_id: int | None) -> None:
-        await local_fanout(self.channel_layer).join(chat_id, self)
+        await self._join(events.chat_group(chat_id))
         self.streams[chat_id] = ChatStream(chat_id=chat_id, last_id=last_id)
 
     async def _unsubscribe(self, chat_id: int) -> None:
         del self.streams[chat_id]
         if task := self.gap_tasks.pop(chat_id, None):
             task.cancel()
-        await local_fanout(self.channel_layer).leave(chat_id, self)
+        group = events.chat_group(chat_id)
+        self.groups_joined.discard(group)
+        await local_fanout(self.channel_layer).leave(group, self)
 
-    def _forget_chats(self) -> None:
-        if self.streams and self.channel_layer is not None:
+    def _forget_groups(self) -> None:
+        if self.groups_joined:
             fanout = local_fanout(self.channel_layer)
-            for chat_id in self.streams:
-                asyncio.ensure_future(fanout.leave(chat_id, self))
+            for group in self.groups_joined:
+                asyncio.ensure_future(fanout.leave(group, self))
+            self.groups_joined = set()
             self.streams = {}
 
     # --- Client -> server ------------------------------------------------------------------------
@@ -269,7 +282,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             reader=self.user,
             chat_id=data["chat_id"],
             message_id=data["id"],
-            origin=self.channel_name,
+            origin=self.socket_id,
         )
 
     async def on_typing(self, content: dict[str, Any]) -> None:
@@ -286,21 +299,37 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- Channel layer -> client -----------------------------------------------------------------
 
-    def on_chat_event(self, event: dict[str, Any]) -> None:
-        """A `chat.<id>` group event, from the process's `ChatFanout`; must not block."""
-        stream = self.streams.get(event["chat_id"])
-        if stream is None:
-            return
-        if event["type"] == "chat.message":
-            self._deliver(stream, event["message_id"], event["previous_id"], event["frame"])
-        elif event["type"] == "chat.typing" and event["user_id"] != self.user.pk:
-            self._push(event["frame"])
+    def on_group_event(self, event: dict[str, Any]) -> None:
+        """An event of one of this socket's groups, from the process's `GroupFanout`; must not
+        block (the other sockets of the group wait for it)."""
+        kind = event["type"]
+        if kind == "chat.message":
+            if stream := self.streams.get(event["chat_id"]):
+                self._deliver(stream, event["message_id"], event["previous_id"], event["frame"])
+        elif kind == "chat.typing":
+            if event["user_id"] != self.user.pk and event["chat_id"] in self.streams:
+                self._push(event["frame"])
+        elif kind == "user.read":
+            if event["origin"] != self.socket_id:
+                self._push(event["frame"])
+        elif kind == "user.membership":
+            # Needs the database: handled by a task, one change at a time, in order.
+            self.membership_changes.append(event)
+            if self.membership_worker is None:
+                self.membership_worker = asyncio.create_task(self._apply_membership_changes())
 
-    async def user_read(self, event: dict[str, Any]) -> None:
-        if event["origin"] != self.channel_name:
-            self._push(event["frame"])
+    async def _apply_membership_changes(self) -> None:
+        try:
+            while self.membership_changes:
+                event = self.membership_changes.pop(0)
+                try:
+                    await self._apply_membership_change(event)
+                except Exception:  # Database or Redis down: the client catches up on reconnect.
+                    logger.warning("membership change %s failed", event, exc_info=True)
+        finally:
+            self.membership_worker = None
 
-    async def user_membership(self, event: dict[str, Any]) -> None:
+    async def _apply_membership_change(self, event: dict[str, Any]) -> None:
         chat_id = event["chat_id"]
         if event["joined"]:
             position = await _chat_position(self.user.pk, chat_id)

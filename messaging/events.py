@@ -63,10 +63,12 @@ def error_frame(code: str, detail: str, request: dict[str, Any]) -> str:
 
 
 async def group_send(group: str, payload: dict[str, Any]) -> bool:
-    """Send to a group; False (and a log line) when the channel layer fails."""
+    """Send to a group; False (and a log line) when the channel layer fails. The event names
+    its group, which is how `messaging.fanout` finds the sockets it is for."""
     layer = get_channel_layer()
     try:
-        await asyncio.wait_for(layer.group_send(group, payload), PUBLISH_TIMEOUT_SECONDS)
+        event = {**payload, "group": group}
+        await asyncio.wait_for(layer.group_send(group, event), PUBLISH_TIMEOUT_SECONDS)
     except Exception as exc:  # Redis down or slow: the write stands, delivery is best effort.
         logger.warning("channel layer publish to %s failed: %r", group, exc)
         return False

@@ -467,6 +467,25 @@ async def test_a_removed_member_stops_getting_events_at_once(ws, user, other_use
     await expect_error(leaver, "not_found")
 
 
+async def test_membership_changes_apply_in_the_order_they_were_made(
+    ws, user, other_user, make_chat
+):
+    chat = await database_sync_to_async(make_chat)(user)
+    flapper, sender = await ws(other_user), await ws(user)
+
+    def add_remove_add_remove() -> None:
+        for _ in range(2):
+            chat.members.add(other_user)
+            chat.members.remove(other_user)
+
+    await database_sync_to_async(add_remove_add_remove)()
+    await flapper.receive_nothing(timeout=0.3)
+    await send(sender, type="new_message", chat_id=chat.pk, text="you are out")
+    await receive(sender)
+
+    assert await flapper.receive_nothing(timeout=0.3)
+
+
 # --- Limits ---------------------------------------------------------------------------------------
 
 

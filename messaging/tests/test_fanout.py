@@ -1,4 +1,4 @@
-"""The per-process fan-out of chat events, and the socket's outbox in front of the server."""
+"""The per-process fan-out of group events, and the socket's outbox in front of the server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.test import override_settings
 
 from messaging import events
 from messaging.consumers import CLOSE_TRY_AGAIN_LATER, ChatConsumer
-from messaging.fanout import ChatFanout, local_fanout
+from messaging.fanout import GroupFanout, local_fanout
 from messaging.streams import ChatStream
 
 
@@ -20,17 +20,26 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def on_chat_event(self, event: dict[str, Any]) -> None:
+    def on_group_event(self, event: dict[str, Any]) -> None:
         self.events.append(event)
 
 
 class Broken:
-    def on_chat_event(self, event: dict[str, Any]) -> None:
+    def on_group_event(self, event: dict[str, Any]) -> None:
         raise RuntimeError("this socket is broken")
 
 
 def chat_event(chat_id: int, n: int) -> dict[str, Any]:
-    return {"type": "chat.message", "chat_id": chat_id, "message_id": n, "previous_id": None}
+    return {
+        "type": "chat.message",
+        "group": events.chat_group(chat_id),
+        "chat_id": chat_id,
+        "message_id": n,
+        "previous_id": None,
+    }
+
+
+CHAT_1, CHAT_2 = events.chat_group(1), events.chat_group(2)
 
 
 async def settle() -> None:
@@ -40,11 +49,11 @@ async def settle() -> None:
 
 async def test_each_event_is_received_once_per_process_and_handed_to_every_local_socket():
     layer = InMemoryChannelLayer()
-    fanout = ChatFanout(layer)
+    fanout = GroupFanout(layer)
     first, second, elsewhere = Recorder(), Recorder(), Recorder()
-    await fanout.join(1, first)
-    await fanout.join(1, second)
-    await fanout.join(2, elsewhere)
+    await fanout.join(CHAT_1, first)
+    await fanout.join(CHAT_1, second)
+    await fanout.join(CHAT_2, elsewhere)
 
     # One subscription per chat for the whole process, not one per socket.
     assert layer.groups[events.chat_group(1)].keys() == {fanout.channel}
@@ -56,36 +65,36 @@ async def test_each_event_is_received_once_per_process_and_handed_to_every_local
     assert [e["message_id"] for e in first.events] == [10, 11]
     assert [e["message_id"] for e in second.events] == [10, 11]
     assert elsewhere.events == []
-    await fanout.leave(1, first)
-    await fanout.leave(1, second)
-    await fanout.leave(2, elsewhere)
+    await fanout.leave(CHAT_1, first)
+    await fanout.leave(CHAT_1, second)
+    await fanout.leave(CHAT_2, elsewhere)
 
 
 async def test_the_last_socket_to_leave_unsubscribes_and_stops_the_reader():
     layer = InMemoryChannelLayer()
-    fanout = ChatFanout(layer)
+    fanout = GroupFanout(layer)
     first, second = Recorder(), Recorder()
-    await fanout.join(1, first)
-    await fanout.join(1, second)
+    await fanout.join(CHAT_1, first)
+    await fanout.join(CHAT_1, second)
     reader = fanout.reader
 
-    await fanout.leave(1, first)
+    await fanout.leave(CHAT_1, first)
     assert events.chat_group(1) in layer.groups  # `second` still needs it.
-    await fanout.leave(1, second)
+    await fanout.leave(CHAT_1, second)
     await settle()
 
     assert events.chat_group(1) not in layer.groups
     assert fanout.listeners == {} and fanout.channel is None
     assert reader is not None and reader.cancelled()
-    await fanout.leave(1, second)  # Leaving twice is harmless.
+    await fanout.leave(CHAT_1, second)  # Leaving twice is harmless.
 
     # And it starts again on the next join.
     third = Recorder()
-    await fanout.join(1, third)
+    await fanout.join(CHAT_1, third)
     await layer.group_send(events.chat_group(1), chat_event(1, 12))
     await settle()
     assert [e["message_id"] for e in third.events] == [12]
-    await fanout.leave(1, third)
+    await fanout.leave(CHAT_1, third)
 
 
 class SlowLayer(InMemoryChannelLayer):
@@ -103,11 +112,11 @@ class SlowLayer(InMemoryChannelLayer):
 @pytest.mark.parametrize("join_first", [False, True])
 async def test_a_join_racing_the_last_leave_keeps_the_subscription(join_first):
     layer = SlowLayer()
-    fanout = ChatFanout(layer)
+    fanout = GroupFanout(layer)
     leaving, joining = Recorder(), Recorder()
-    await fanout.join(1, leaving)
+    await fanout.join(CHAT_1, leaving)
 
-    racing = [fanout.leave(1, leaving), fanout.join(1, joining)]
+    racing = [fanout.leave(CHAT_1, leaving), fanout.join(CHAT_1, joining)]
     await asyncio.gather(*(reversed(racing) if join_first else racing))
     assert layer.groups[events.chat_group(1)].keys() == {fanout.channel}
     await layer.group_send(events.chat_group(1), chat_event(1, 13))
@@ -115,22 +124,22 @@ async def test_a_join_racing_the_last_leave_keeps_the_subscription(join_first):
 
     assert [e["message_id"] for e in joining.events] == [13]
     assert leaving.events == []
-    await fanout.leave(1, joining)
+    await fanout.leave(CHAT_1, joining)
 
 
 async def test_a_failing_socket_does_not_cost_the_others_their_event():
     layer = InMemoryChannelLayer()
-    fanout = ChatFanout(layer)
+    fanout = GroupFanout(layer)
     broken, healthy = Broken(), Recorder()
-    await fanout.join(1, broken)
-    await fanout.join(1, healthy)
+    await fanout.join(CHAT_1, broken)
+    await fanout.join(CHAT_1, healthy)
 
     await layer.group_send(events.chat_group(1), chat_event(1, 14))
     await settle()
 
     assert [e["message_id"] for e in healthy.events] == [14]
-    await fanout.leave(1, broken)
-    await fanout.leave(1, healthy)
+    await fanout.leave(CHAT_1, broken)
+    await fanout.leave(CHAT_1, healthy)
 
 
 async def test_a_failed_subscription_raises_and_leaves_nothing_behind():
@@ -138,9 +147,9 @@ async def test_a_failed_subscription_raises_and_leaves_nothing_behind():
         async def group_add(self, group: str, channel: str) -> None:
             raise ConnectionError("Redis is down")
 
-    fanout = ChatFanout(DownLayer())
+    fanout = GroupFanout(DownLayer())
     with pytest.raises(ConnectionError):
-        await fanout.join(1, Recorder())
+        await fanout.join(CHAT_1, Recorder())
     assert fanout.listeners == {} and fanout.reader is None
 
 
@@ -209,9 +218,9 @@ async def test_one_stalled_socket_does_not_hold_up_the_others():
     stalled_client, reading_client = StalledClient(), StalledClient()
     reading_client.reading.set()
     stalled, reading = accepted_consumer(stalled_client), accepted_consumer(reading_client)
-    fanout = ChatFanout(InMemoryChannelLayer())
-    await fanout.join(1, stalled)
-    await fanout.join(1, reading)
+    fanout = GroupFanout(InMemoryChannelLayer())
+    await fanout.join(CHAT_1, stalled)
+    await fanout.join(CHAT_1, reading)
     for consumer in (stalled, reading):
         consumer.streams[1] = ChatStream(chat_id=1, last_id=None)
 
@@ -226,8 +235,8 @@ async def test_one_stalled_socket_does_not_hold_up_the_others():
     stalled_client.reading.set()
     await settle()
     assert [m["text"] for m in stalled_client.sent] == ["message 1", "message 2", "message 3"]
-    await fanout.leave(1, stalled)
-    await fanout.leave(1, reading)
+    await fanout.leave(CHAT_1, stalled)
+    await fanout.leave(CHAT_1, reading)
 
 
 async def test_gaps_that_close_by_themselves_are_not_read_from_the_database(monkeypatch):
@@ -248,7 +257,7 @@ async def test_gaps_that_close_by_themselves_are_not_read_from_the_database(monk
 
     def arrives(n: int) -> None:
         event = {**chat_event(1, n), "previous_id": n - 1 or None, "frame": f"message {n}"}
-        consumer.on_chat_event(event)
+        consumer.on_group_event(event)
 
     arrives(2)  # Ahead of 1: a gap opens.
     await asyncio.sleep(0.12)
