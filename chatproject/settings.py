@@ -104,9 +104,11 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI every sync_to_async call may run on a different thread, so persistent
     # per-thread connections would leak; psycopg's pool hands connections back instead.
-    # Django makes the pool check each connection before handing it out, so a restarted
-    # PostgreSQL costs no lasting error.
+    # With CONN_HEALTH_CHECKS, Django makes the pool check each connection (an empty query)
+    # before handing it out; without it, after a PostgreSQL restart every pooled connection
+    # would fail one request with a 500 before being dropped.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
