@@ -10,8 +10,8 @@ from rest_framework.test import APIClient
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def cut_every_other_connection() -> int:
-    """What a PostgreSQL restart does to the pool: every backend of this database is gone."""
+def terminate(backend_pids: list[int]) -> int:
+    """What a PostgreSQL restart does to pooled connections: their backends are gone."""
     settings = connection.settings_dict
     with psycopg.connect(
         host=settings["HOST"] or None,
@@ -22,13 +22,23 @@ def cut_every_other_connection() -> int:
         autocommit=True,
     ) as admin:
         row = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "SELECT count(pg_terminate_backend(pid)) FROM unnest(%s::int[]) AS pid",
+            [backend_pids],
         ).fetchone()
     return row[0]
 
 
-def test_requests_after_the_pool_lost_its_connections_succeed(user, make_chat) -> None:
+def idle_pooled_backends() -> list[int]:
+    """The backend of every connection waiting in the pool (checked out, then given back)."""
+    pool = connection.pool
+    idle = [pool.getconn() for _ in range(pool.get_stats()["pool_available"])]
+    pids = [conn.info.backend_pid for conn in idle]
+    for conn in idle:
+        pool.putconn(conn)
+    return pids
+
+
+def test_a_request_after_the_pools_connections_died_succeeds(user, make_chat) -> None:
     chat = make_chat(user)
     client = APIClient()
     client.force_authenticate(user)
@@ -37,7 +47,8 @@ def test_requests_after_the_pool_lost_its_connections_succeed(user, make_chat) -
     # the thread's connection open across requests).
     connection.close()
 
-    assert cut_every_other_connection() >= 1  # The pooled connection of that request, at least.
+    pids = idle_pooled_backends()
+    assert pids and terminate(pids) == len(pids)
 
     response = client.get(f"/chats/{chat.pk}/messages")
     assert response.status_code == 200, response.content  # Not a dead connection's 500.
