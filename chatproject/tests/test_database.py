@@ -1,4 +1,9 @@
-"""The database connection pool (PostgreSQL) survives its connections being cut."""
+"""The database connection pool (PostgreSQL) survives its connections being cut.
+
+Only the pool's idle connections are cut: Channels' test communicators turn off
+`close_old_connections` in `database_sync_to_async`, so in this process (not in a server)
+worker threads keep connections outside the pool across tests, and cutting those would fail
+whichever later test reuses them."""
 
 from __future__ import annotations
 
