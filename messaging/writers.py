@@ -74,12 +74,19 @@ class ChatWriter:
             batch = [job for job in batch if job.result.set_running_or_notify_cancel()]
             # One event loop per batch: the announcements go to the loop the sends came from.
             for loop in {job.loop: None for job in batch}:
-                self._run_batch([job for job in batch if job.loop is loop], loop)
+                same_loop = [job for job in batch if job.loop is loop]
+                try:
+                    self._run_batch(same_loop, loop)
+                except Exception as exc:  # Never let the thread die: its chats would hang.
+                    logger.exception("writer %s failed a batch", self.name)
+                    for job in same_loop:
+                        if not job.result.done():
+                            _settle(job, None, exc)
 
     def _run_batch(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
         SyncToAsync.threadlocal.main_event_loop = loop  # Where `events` publishes from.
-        close_old_connections()
         try:
+            close_old_connections()
             together = [job for job in batch if job.batch is not None]
             if len(together) > 1 and len({job.batch for job in together}) == 1:
                 self._run_together(sorted(together, key=_by_chat))

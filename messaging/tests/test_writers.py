@@ -106,3 +106,21 @@ async def test_a_database_error_in_a_batch_fails_only_its_own_send(user, other_u
     assert before.created and after.created
     assert after.previous_id == before.message.pk
     assert await database_sync_to_async(stored_texts)(chat.pk) == ["before", "after"]
+
+
+async def test_a_writer_that_fails_outside_a_send_answers_and_keeps_working(
+    user, make_chat, monkeypatch
+):
+    chat = await database_sync_to_async(make_chat)(user)
+    request = {"author": user, "chat_id": chat.pk, "text": "hi", "client_id": None}
+
+    def broken() -> None:
+        raise RuntimeError("connection handling failed")
+
+    monkeypatch.setattr("messaging.writers.close_old_connections", broken)
+    with pytest.raises(RuntimeError):
+        await run_on_writer(chat.pk, services.message_send, **request)
+    monkeypatch.undo()
+
+    sent = await run_on_writer(chat.pk, services.message_send, **request)
+    assert sent.created and sent.message.text == "hi"
