@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -68,15 +71,40 @@ async def group_send(group: str, payload: dict[str, Any]) -> bool:
     layer = get_channel_layer()
     try:
         event = {**payload, "group": group}
-        await asyncio.wait_for(layer.group_send(group, event), PUBLISH_TIMEOUT_SECONDS)
+        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):  # No task of its own, as wait_for.
+            await layer.group_send(group, event)
     except Exception as exc:  # Redis down or slow: the write stands, delivery is best effort.
         logger.warning("channel layer publish to %s failed: %r", group, exc)
         return False
     return True
 
 
+_collecting = threading.local()
+
+
+@contextmanager
+def publishes_collected() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """In this thread, while open: publishes are collected in the yielded list, in order,
+    instead of each being scheduled on the event loop; the caller hands the list to the loop
+    once (`publish_all`). Used by the writer threads, one list per batch."""
+    _collecting.publishes = publishes = []
+    try:
+        yield publishes
+    finally:
+        _collecting.publishes = None
+
+
+def publish_all(publishes: list[tuple[str, dict[str, Any]]]) -> None:
+    """On the event loop: start each publish, in order (the layer keeps that order)."""
+    for group, payload in publishes:
+        asyncio.ensure_future(group_send(group, payload))
+
+
 def _publish(group: str, payload: dict[str, Any]) -> None:
     """Publish from sync code without making the caller (a DB thread) wait on Redis."""
+    if (collected := getattr(_collecting, "publishes", None)) is not None:
+        collected.append((group, payload))
+        return
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if loop is not None and loop.is_running():
         asyncio.run_coroutine_threadsafe(group_send(group, payload), loop)
