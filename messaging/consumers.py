@@ -116,10 +116,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its `aclose_old_connections()` before every handler: that
-        is a hop to the one shared sync thread for each delivered event (100 hops per message
-        in a 100-member chat, queued behind every query), and it is not needed here, since all
-        database work of this consumer goes through `database_sync_to_async`, which closes
-        stale connections around each call itself."""
+        is a hop to the one shared sync thread for each client frame, queued behind every
+        query, and it is not needed here, since this consumer's database work goes through
+        `database_sync_to_async` or the writer threads, which close stale connections around
+        each call themselves."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -185,8 +185,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await local_fanout(self.channel_layer).leave(group, self)
 
     async def _join(self, group: str) -> None:
-        await local_fanout(self.channel_layer).join(group, self)
+        # Noted first: if this task is cancelled halfway (the socket closing), the leave at
+        # disconnect still finds the group, and leaving a group never joined is harmless.
         self.groups_joined.add(group)
+        try:
+            await local_fanout(self.channel_layer).join(group, self)
+        except Exception:
+            self.groups_joined.discard(group)
+            raise
 
     async def _subscribe(self, chat_id: int, last_id: int | None) -> None:
         await self._join(events.chat_group(chat_id))
