@@ -93,7 +93,7 @@ class GroupFanout:
             except asyncio.CancelledError:
                 raise
             except Exception:  # Should not happen: the layer reconnects on its own.
-                logger.exception("receiving chat events failed")
+                logger.exception("receiving group events failed")
                 await asyncio.sleep(0.1)
                 continue
             self._hand_out(event)
