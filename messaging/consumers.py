@@ -270,15 +270,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             text=data["text"],
             client_id=data.get("client_id"),
         )
-        frame = events.new_message_frame(sent.message)
         stream = self.streams.get(data["chat_id"])
         if not sent.created or stream is None:
             # A repeat of an earlier client_id: answer with the original, to this socket only.
-            self._push(frame)
+            self._push(sent.frame)
             return
         # Our own copy goes straight to this socket, not through Redis, so the sender gets it
         # even when the channel layer is down; the copy that comes back through it is dropped.
-        self._deliver(stream, sent.message.pk, sent.previous_id, frame)
+        self._deliver(stream, sent.message.pk, sent.previous_id, sent.frame)
 
     async def on_read_message(self, content: dict[str, Any]) -> None:
         data = _validated(ReadMessageEventSerializer, content)

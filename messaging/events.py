@@ -112,13 +112,13 @@ def _publish(group: str, payload: dict[str, Any]) -> None:
         async_to_sync(group_send)(group, payload)
 
 
-def on_commit_new_message(message: Message, *, previous_id: int | None) -> None:
+def on_commit_new_message(message: Message, *, previous_id: int | None, frame: str) -> None:
     payload = {
         "type": "chat.message",
         "chat_id": message.chat_id,
         "message_id": message.pk,
         "previous_id": previous_id,
-        "frame": new_message_frame(message),
+        "frame": frame,
     }
     transaction.on_commit(lambda: _publish(chat_group(message.chat_id), payload))
 

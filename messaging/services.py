@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 from django.db import connection, transaction
@@ -27,6 +27,11 @@ class SentMessage:
     created: bool
     # The chat's previous message id, so a socket can tell a gap from a reordering.
     previous_id: int | None
+
+    @cached_property
+    def frame(self) -> str:
+        """The `new_message` frame, encoded once for the broadcast and the sender's copy."""
+        return events.new_message_frame(self.message)
 
 
 def chat_create(*, creator: User, title: str = "", member_ids: Iterable[int] = ()) -> Chat:
@@ -85,8 +90,7 @@ def message_send(
         )
         # Writing a message means having read everything up to it.
         ChatMember.objects.filter(chat_id=chat_id, user=author).update(last_read_message=message)
-        events.on_commit_new_message(message, previous_id=previous_id)
-    return SentMessage(message=message, created=True, previous_id=previous_id)
+        return _announced(message, previous_id)
 
 
 # message_send on PostgreSQL, as one statement: lock the chat row (checking membership in the
@@ -196,14 +200,20 @@ def _sent_from_row(row: tuple | None, *, author: User, params: dict[str, Any]) -
         message = Message(
             pk=inserted_id, text=params["text"], created_at=params["created_at"], **fields
         )
-        events.on_commit_new_message(_loaded(message), previous_id=previous_id)
-        return SentMessage(message=message, created=True, previous_id=previous_id)
+        return _announced(_loaded(message), previous_id)
     if earlier_id is not None:
         earlier = Message(pk=earlier_id, text=earlier_text, created_at=earlier_created_at, **fields)
         return SentMessage(message=_loaded(earlier), created=False, previous_id=None)
     # The ON CONFLICT case: the original committed after this statement's snapshot was taken.
     original = Message.objects.get(chat_id=chat_id, author=author, client_id=client_id)
     return SentMessage(message=original, created=False, previous_id=None)
+
+
+def _announced(message: Message, previous_id: int | None) -> SentMessage:
+    """A new message, announced after commit with the frame its sender gets too."""
+    sent = SentMessage(message=message, created=True, previous_id=previous_id)
+    events.on_commit_new_message(message, previous_id=previous_id, frame=sent.frame)
+    return sent
 
 
 def _loaded(message: Message) -> Message:
