@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import SyncToAsync
 from django.db import close_old_connections, transaction
 
 from messaging import events
@@ -86,7 +85,6 @@ class ChatWriter:
         call: one wake-up of the loop per batch, not two per send (each wake-up is a write to
         the loop's socket, and each gives the GIL away, which under load costs the writer up to
         5 ms to get back)."""
-        SyncToAsync.threadlocal.main_event_loop = loop
         outcomes: list[_Outcome] = []
         with events.publishes_collected() as publishes:
             try:
