@@ -111,6 +111,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.outbox_bytes = 0
         self.fell_behind = False
         self.drainer: asyncio.Task[None] | None = None
+        self.base_send = self._send_in_order  # Where Channels' send, accept and close end.
 
     # --- Lifecycle ---------------------------------------------------------------------------
 
@@ -131,7 +132,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         to wait on both): layer events come through `GroupFanout` instead, so only the
         client's frames are read here, one at a time."""
         self.scope = scope
-        self.base_send = send
+        self.asgi_send = send
         self.channel_layer = get_channel_layer()
         try:
             while True:
@@ -421,23 +422,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             while self.outbox:
                 message = self.outbox.popleft()
                 self.outbox_bytes -= len(message.get("text", ""))
-                await self.base_send(message)
+                await self.asgi_send(message)
         except Exception:  # The client is gone; its disconnect is on its way.
             logger.debug("send to a closed socket", exc_info=True)
             self.outbox.clear()
         finally:
             self.drainer = None
 
-    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        """After what is already queued, so a client sees its error before the close."""
-        if not self.accepted or (self.drainer is None and not self.outbox):
-            await super().close(code, reason)
+    async def _send_in_order(self, message: dict[str, Any]) -> None:
+        """Once the socket is accepted, behind what is already queued: a client sees its error
+        before the close that follows it."""
+        if not self.accepted:
+            await self.asgi_send(message)
             return
-        message: dict[str, Any] = {"type": "websocket.close"}
-        if code is not None and code is not True:
-            message["code"] = code
-        if reason:
-            message["reason"] = reason
         self.outbox.append(message)
         self._drain_soon()
 

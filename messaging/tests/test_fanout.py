@@ -174,10 +174,10 @@ class StalledClient:
         self.sent.append(message)
 
 
-def accepted_consumer(base_send: Any) -> ChatConsumer:
+def accepted_consumer(asgi_send: Any) -> ChatConsumer:
     consumer = ChatConsumer()
     consumer.user = SimpleNamespace(pk=1)
-    consumer.base_send = base_send
+    consumer.asgi_send = asgi_send
     consumer.accepted = True
     return consumer
 
