@@ -116,6 +116,18 @@ class Traffic:
             if cid not in self.rejected
         )
 
+    def delivery_counts(self) -> dict[str, Any]:
+        """What every run reports about its deliveries; any loss or error fails the row."""
+        expected = self.expected()
+        return {
+            "expected": expected,
+            "delivered": self.delivered,
+            "lost": expected - self.delivered,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "errors": dict(self.errors),
+        }
+
     def check_done(self) -> None:
         if not self.sending and self.delivered >= self.expected():
             self.done.set()
@@ -272,18 +284,12 @@ async def run_traffic(spec: dict[str, Any]) -> dict[str, Any]:
     await close_sockets(sockets)
     for task in readers:
         task.cancel()
-    expected = traffic.expected()
     delivered_span = max(traffic.last_delivery - (traffic.first_send or start), 1e-9)
     return {
         "sent": sent,
         "rejected": len(traffic.rejected),
         "accepted": traffic.echoed,
-        "expected": expected,
-        "delivered": traffic.delivered,
-        "lost": expected - traffic.delivered,
-        "duplicates": traffic.duplicates,
-        "out_of_order": traffic.out_of_order,
-        "errors": dict(traffic.errors),
+        **traffic.delivery_counts(),
         "send_seconds": round(send_phase, 3),
         "elapsed_seconds": round(elapsed, 3),
         "deliveries_per_s": round(traffic.delivered / delivered_span, 1),
@@ -331,19 +337,13 @@ async def run_idle(spec: dict[str, Any]) -> dict[str, Any]:
     await close_sockets(sockets)
     for task in readers:
         task.cancel()
-    expected = traffic.expected()
     return {
         "sockets": len(sockets),
         "still_open": still_open,
         "connect_seconds": round(connect_seconds, 3),
         "connects_per_s": round(len(sockets) / connect_seconds, 1),
         "sent": spec["messages"],
-        "expected": expected,
-        "delivered": traffic.delivered,
-        "lost": expected - traffic.delivered,
-        "duplicates": traffic.duplicates,
-        "out_of_order": traffic.out_of_order,
-        "errors": dict(traffic.errors),
+        **traffic.delivery_counts(),
         "latency_ms": percentiles(traffic.latencies),
         "last_recipient_ms": percentiles(per_message),
     }
