@@ -7,6 +7,7 @@ anonymous, and the consumer closes the socket with 4401 before sending anything.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,19 +22,37 @@ from accounts.models import User
 _jwt = JWTAuthentication()
 
 
-def user_for_access_token(raw_token: str) -> User | None:
-    """The active user an access token names, or None for any token that must not pass."""
+@dataclass(frozen=True)
+class TokenCheck:
+    user: User
+    expires_at: float  # Epoch seconds.
+    token_version: int
+
+
+def access_token_check(raw_token: str) -> TokenCheck | None:
+    """What a valid access token says, or None for any token that must not pass."""
     try:
         validated = _jwt.get_validated_token(raw_token.encode())
-        return _jwt.get_user(validated)
+        user = _jwt.get_user(validated)
     except (InvalidToken, TokenError, AuthenticationFailed):
         return None
+    return TokenCheck(
+        user=user, expires_at=float(validated["exp"]), token_version=validated.get("tv", 0)
+    )
 
 
 class JWTQueryAuthMiddleware(BaseMiddleware):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [""])[0]
-        user = await database_sync_to_async(user_for_access_token)(token) if token else None
-        scope = dict(scope, user=user or AnonymousUser())
+        checked = await database_sync_to_async(access_token_check)(token) if token else None
+        if checked is None:
+            scope = dict(scope, user=AnonymousUser())
+        else:
+            scope = dict(
+                scope,
+                user=checked.user,
+                token_expires_at=checked.expires_at,
+                token_version=checked.token_version,
+            )
         return await super().__call__(scope, receive, send)

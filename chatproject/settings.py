@@ -220,6 +220,13 @@ REST_FRAMEWORK = {
         "register": env.str("THROTTLE_REGISTER", default="100/min"),
         "login": env.str("THROTTLE_LOGIN", default="100/min"),
         "send": env.str("THROTTLE_SEND", default="600/min"),
+        # Per user. Spam chats are the abuse of a chat service: creating chats (groups and
+        # direct) and changing members are throttled well above what a person does (Slack's
+        # conversations.create allows about 20 a minute), as is the people search, which
+        # could otherwise list every username (docs/deployment.md).
+        "chat_create": env.str("THROTTLE_CHAT_CREATE", default="20/min"),
+        "chat_change": env.str("THROTTLE_CHAT_CHANGE", default="60/min"),
+        "user_search": env.str("THROTTLE_USER_SEARCH", default="60/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -254,7 +261,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
 }
 
-# --- Realtime -----------------------------------------------------------------------------------
+# --- Chats and realtime -------------------------------------------------------------------------
+# Most members a chat may have, however they are added (API, admin, code).
+CHAT_MAX_MEMBERS = env.int("CHAT_MAX_MEMBERS", default=1000)
+# How often each instance re-reads the token version and active flag of the users with a socket
+# on it, so that a revoked session ends within this bound even if its announcement through
+# Redis was lost (messaging/sessions.py).
+SESSION_RECHECK_SECONDS = env.float("SESSION_RECHECK_SECONDS", default=10.0)
 # Per-user token bucket for WebSocket events: a burst of WS_RATE_BURST, refilled at
 # WS_RATE_PER_SECOND.
 WS_RATE_BURST = env.int("WS_RATE_BURST", default=200)
