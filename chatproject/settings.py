@@ -116,8 +116,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     }
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Wait for SQLite's write lock instead of failing at once under concurrent writers.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    # Wait for SQLite's write lock instead of failing at once under concurrent writers; take
+    # it when a transaction begins (a read that later writes cannot then be refused halfway,
+    # "database is locked", which no wait avoids); readers never wait for a writer (WAL).
+    sqlite_options.setdefault("timeout", 20)
+    sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
+    sqlite_options.setdefault(
+        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

@@ -80,9 +80,13 @@ class ChatSubscriptions:
                 joined_revision=membership.joined_revision,
                 info_revision=membership.chat_revision,
             )
-        # Hints that came while subscribing are applied now, in order, against the database:
-        # a membership ended while this ran is dropped, not kept.
+        # Then everything is checked once more against the database, now that every
+        # subscription is in place: a change committed between the read above and its chat's
+        # subscription is read (`fill`), a membership ended meanwhile is dropped, one begun is
+        # followed. Hints that came while subscribing are applied after that, in order.
         self.started = True
+        self.to_reconcile[ALL_CHATS] = None
+        self.to_reconcile.move_to_end(ALL_CHATS, last=False)
         self._reconcile_soon()
 
     def stop(self) -> None:
@@ -95,7 +99,7 @@ class ChatSubscriptions:
             self.reconciler = None
         self.streams.clear()
         for group in self.groups:
-            asyncio.ensure_future(self.fanout.leave(group, self.listener))
+            self.fanout.leave_soon(group, self.listener)
         self.groups.clear()
 
     async def _join(self, group: str) -> None:
@@ -220,9 +224,9 @@ class ChatSubscriptions:
             info_revision=info_revision,
         )
         self.push(events.chat_updated_frame(info))
-        if membership.chat_seq > membership.joined_seq:
-            # Changes committed between the join and the subscription: from the database.
-            self._schedule_fill(chat_id, delay=0)
+        # Changes committed since the join, up to the subscription: from the database (read
+        # now that the subscription is in place, so nothing falls between the two).
+        self._schedule_fill(chat_id, delay=0)
 
     def _drop(self, chat_id: int) -> None:
         if self.streams.pop(chat_id, None) is None:
@@ -232,7 +236,7 @@ class ChatSubscriptions:
         self.push(events.chat_removed_frame(chat_id))
         group = events.chat_group(chat_id)
         self.groups.discard(group)
-        asyncio.ensure_future(self.fanout.leave(group, self.listener))
+        self.fanout.leave_soon(group, self.listener)
 
     # --- Order and gaps ------------------------------------------------------------------------
 

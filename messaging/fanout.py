@@ -144,12 +144,25 @@ class GroupFanout:
 
     async def leave(self, group: str, listener: Listener) -> None:
         """Stop delivering the group to `listener`; unsubscribe when it was the last one."""
+        if self._discard(group, listener):
+            await self._unsubscribe_if_idle(group)
+
+    def leave_soon(self, group: str, listener: Listener) -> None:
+        """`leave`, for a caller that cannot wait: the listener gets nothing more of the group
+        from now on (a join that follows at once is not undone), and the unsubscription, if
+        any, happens in the background."""
+        if self._discard(group, listener):
+            asyncio.ensure_future(self._unsubscribe_if_idle(group))
+
+    def _discard(self, group: str, listener: Listener) -> bool:
+        """Whether the group is left without listeners."""
         listeners = self.listeners.get(group)
         if listeners is None:
-            return
+            return False
         listeners.discard(listener)
-        if listeners:
-            return
+        return not listeners
+
+    async def _unsubscribe_if_idle(self, group: str) -> None:
         async with self.lock:
             current = self.listeners.get(group)
             if current is None or current:

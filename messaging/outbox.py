@@ -34,12 +34,13 @@ class Outbox:
         self.open = False
         self.fell_behind = False
         self.closing = False
+        self.stopped = False
         self.drainer: asyncio.Task[None] | None = None
 
     def push(self, frame: str) -> None:
         """Queue a text frame for the client."""
-        if self.fell_behind or self.closing:
-            return  # Only the close is still to go out.
+        if self.fell_behind or self.closing or self.stopped:
+            return  # Only the close is still to go out, or nothing at all.
         self.queue.append({"type": "websocket.send", "text": frame})
         self.queued_bytes += len(frame)
         if self.queued_bytes > self.max_bytes:
@@ -67,6 +68,7 @@ class Outbox:
     def stop(self) -> None:
         """The socket is gone: drop what waits and stop sending."""
         self.open = False
+        self.stopped = True
         self.queue.clear()
         self.queued_bytes = 0
         if self.drainer is not None:

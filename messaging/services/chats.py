@@ -204,10 +204,12 @@ def owned_chats_hand_over(*, chat_ids: Iterable[int], leaving: int) -> None:
 
 
 def _hand_over(chat: Chat, *, leaving: Collection[int]) -> None:
+    # Who joined earliest: the smallest joined_revision (those who joined together, as a new
+    # chat's members do, by user id).
     heir = (
         ChatMember.objects.filter(chat_id=chat.pk)
         .exclude(user_id__in=leaving)
-        .order_by("joined_at", "id")
+        .order_by("joined_revision", "user_id")
         .values_list("user_id", flat=True)
         .first()
     )

@@ -85,9 +85,7 @@ def test_a_direct_chat_is_made_once_for_either_side(user, other_user):
     assert set(chat.members.values_list("pk", flat=True)) == {user.pk, other_user.pk}
 
 
-def test_a_direct_chat_with_yourself_or_an_unknown_or_inactive_user_is_refused(
-    user, make_user
-):
+def test_a_direct_chat_with_yourself_or_an_unknown_or_inactive_user_is_refused(user, make_user):
     inactive = make_user(is_active=False)
     for other_id in (user.pk, 424242, inactive.pk):
         with pytest.raises(ApplicationError) as error:
@@ -293,9 +291,9 @@ def test_a_member_row_given_to_another_user_is_a_leave_and_a_fresh_join(
 ):
     newcomer = make_user()
     chat = services.chat_create(creator=user, member_ids=[other_user.pk])
-    make_message(chat, other_user, "theirs")
+    theirs = make_message(chat, other_user, "theirs")
     row = member(chat, user)
-    services.read_cursor_advance(reader=user, chat_id=chat.pk, message_id=1)
+    services.read_cursor_advance(reader=user, chat_id=chat.pk, message_id=theirs.pk)
     published.clear()
 
     with django_capture_on_commit_callbacks(execute=True):

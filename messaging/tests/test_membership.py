@@ -18,9 +18,7 @@ def cases(user, other_user, make_user):
     """(chat, user) pairs covering: member, never a member, removed, removed and back, a
     member of another chat only, and a chat that does not exist."""
     stranger, leaver, returner = make_user(), make_user(), make_user()
-    chat = services.chat_create(
-        creator=user, member_ids=[other_user.pk, leaver.pk, returner.pk]
-    )
+    chat = services.chat_create(creator=user, member_ids=[other_user.pk, leaver.pk, returner.pk])
     elsewhere = services.chat_create(creator=stranger)
     chat.members.remove(leaver)
     chat.members.remove(returner)

@@ -343,8 +343,6 @@ def test_read_by_a_non_member_is_not_found(user, other_user, make_chat, make_mes
         services.read_cursor_advance(reader=user, chat_id=chat.pk, message_id=message.pk)
 
 
-
-
 # --- Editing, deleting, reacting ------------------------------------------------------------------
 
 
@@ -499,9 +497,7 @@ def test_a_message_takes_at_most_20_different_emoji(user, other_user, make_chat,
     assert Reaction.objects.filter(message=message).values("emoji").distinct().count() == 20
 
 
-def test_a_deleted_message_takes_no_reaction_and_losing_one_is_fine(
-    user, make_chat, make_message
-):
+def test_a_deleted_message_takes_no_reaction_and_losing_one_is_fine(user, make_chat, make_message):
     chat = make_chat(user)
     message = make_message(chat, user)
     services.message_delete(actor=user, chat_id=chat.pk, message_id=message.pk)
@@ -531,7 +527,12 @@ def test_unread_counts_and_last_message_skip_tombstones(
 
 
 def test_deleting_a_user_keeps_history_whole_as_tombstones(
-    user, other_user, make_user, make_chat, make_message, published,
+    user,
+    other_user,
+    make_user,
+    make_chat,
+    make_message,
+    published,
     django_capture_on_commit_callbacks,
 ):
     third = make_user()
