@@ -122,9 +122,7 @@ else:
     # "database is locked", which no wait avoids); readers never wait for a writer (WAL).
     sqlite_options.setdefault("timeout", 20)
     sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
-    sqlite_options.setdefault(
-        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-    )
+    sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

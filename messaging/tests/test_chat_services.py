@@ -97,20 +97,19 @@ def test_a_direct_chat_with_yourself_or_an_unknown_or_inactive_user_is_refused(u
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_first_calls_from_both_sides_make_one_direct_chat(make_user):
+    def open_chat(me, other, barrier: threading.Barrier, chats: list[int]) -> None:
+        try:
+            barrier.wait()
+            chats.append(services.chat_direct_open(user=me, other_id=other.pk)[0].pk)
+        finally:
+            connection.close()
+
     for _ in range(5):
         one, two = make_user(), make_user()
         barrier = threading.Barrier(4)
         chats: list[int] = []
-
-        def open_chat(me, other) -> None:
-            try:
-                barrier.wait()
-                chats.append(services.chat_direct_open(user=me, other_id=other.pk)[0].pk)
-            finally:
-                connection.close()
-
         threads = [
-            threading.Thread(target=open_chat, args=pair)
+            threading.Thread(target=open_chat, args=(*pair, barrier, chats))
             for pair in [(one, two), (two, one), (one, two), (two, one)]
         ]
         for thread in threads:
@@ -149,19 +148,20 @@ def test_a_stranger_changes_nothing_and_learns_nothing(user, other_user, make_us
     stranger = make_user()
     chat = services.chat_create(creator=user, member_ids=[other_user.pk])
 
+    changes = [
+        lambda chat_id: services.chat_rename(actor=stranger, chat_id=chat_id, title="x"),
+        lambda chat_id: services.chat_members_add(
+            actor=stranger, chat_id=chat_id, user_ids=[stranger.pk]
+        ),
+        lambda chat_id: services.chat_member_remove(
+            actor=stranger, chat_id=chat_id, user_id=other_user.pk
+        ),
+        lambda chat_id: services.chat_leave(user=stranger, chat_id=chat_id),
+    ]
     for chat_id in (chat.pk, chat.pk + 1000):
-        for change in (
-            lambda: services.chat_rename(actor=stranger, chat_id=chat_id, title="x"),
-            lambda: services.chat_members_add(
-                actor=stranger, chat_id=chat_id, user_ids=[stranger.pk]
-            ),
-            lambda: services.chat_member_remove(
-                actor=stranger, chat_id=chat_id, user_id=other_user.pk
-            ),
-            lambda: services.chat_leave(user=stranger, chat_id=chat_id),
-        ):
+        for change in changes:
             with pytest.raises(NotFound) as error:
-                change()
+                change(chat_id)
             assert error.value.detail == "Not found."
     assert chat.members.count() == 2
 
