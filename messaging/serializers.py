@@ -135,7 +135,11 @@ class ChatCreateSerializer(serializers.Serializer):
 
 
 class ChatUpdateSerializer(serializers.Serializer):
-    title = StrictCharField(max_length=TITLE_MAX_LENGTH, allow_blank=True, trim_whitespace=False)
+    """PATCH: a field left out is left as it is."""
+
+    title = StrictCharField(
+        max_length=TITLE_MAX_LENGTH, allow_blank=True, trim_whitespace=False, required=False
+    )
 
 
 class MembersAddSerializer(serializers.Serializer):
@@ -159,7 +163,9 @@ class UserSearchQuerySerializer(serializers.Serializer):
 
 
 class MessageEditSerializer(serializers.Serializer):
-    text = MessageTextField()
+    """PATCH: without `text`, nothing changes (the rules still apply: author only)."""
+
+    text = MessageTextField(required=False)
 
 
 class EmojiField(StrictCharField):

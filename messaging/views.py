@@ -64,6 +64,20 @@ THROTTLE_SCOPES = {
 }
 
 NOT_FOUND_RESPONSES = {404: OpenApiTypes.OBJECT}
+# A direct chat cannot be renamed, gain or lose members, or be left: 400 with a detail.
+DIRECT_CHAT_RESPONSES = {400: OpenApiTypes.OBJECT}
+# `emoji` in the path: what EmojiField accepts, for clients and fuzzers.
+EMOJI_PARAMETER = OpenApiParameter(
+    "emoji",
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 32,
+        "pattern": r"^[^\s\u0000-\u001f\u007f-\u009f\ufffd]+$",
+    },
+    OpenApiParameter.PATH,
+    description="1..32 characters, no white space (`👍`, `:tada:`), percent-encoded.",
+)
 
 
 class ChatListPagination(CursorPagination):
@@ -142,7 +156,7 @@ class ChatViewSet(viewsets.GenericViewSet):
     def partial_update(self, request: Request, pk: str) -> Response:
         chat_id = self._membership().chat_id
         data = _validated(ChatUpdateSerializer, request.data)
-        services.chat_rename(actor=request.user, chat_id=chat_id, title=data["title"])
+        services.chat_rename(actor=request.user, chat_id=chat_id, title=data.get("title"))
         return Response(self._chat_data(chat_id))
 
     @extend_schema(
@@ -182,7 +196,12 @@ class ChatViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         request=None,
-        responses={204: None, 403: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
+        responses={
+            204: None,
+            403: OpenApiTypes.OBJECT,
+            **NOT_FOUND_RESPONSES,
+            **DIRECT_CHAT_RESPONSES,
+        },
         description=(
             "Remove a member: the owner removes anyone, any member removes themselves "
             "(leaving); otherwise 403. A user who is not a member: 404."
@@ -198,7 +217,7 @@ class ChatViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         request=None,
-        responses={204: None, **NOT_FOUND_RESPONSES},
+        responses={204: None, **NOT_FOUND_RESPONSES, **DIRECT_CHAT_RESPONSES},
         description=(
             "Leave the chat. An owner who leaves hands it to the member who joined earliest "
             "among the rest (none left: no owner). A direct chat cannot be left (400)."
@@ -275,7 +294,7 @@ class ChatViewSet(viewsets.GenericViewSet):
             editor=request.user,
             chat_id=chat_id,
             message_id=_bounded_id(message_id),
-            text=data["text"],
+            text=data.get("text"),
         )
         return Response(events.message_data(changed.message, changed.reactions))
 
@@ -298,7 +317,7 @@ class ChatViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         request=None,
-        parameters=[OpenApiParameter("emoji", str, OpenApiParameter.PATH)],
+        parameters=[EMOJI_PARAMETER],
         responses={204: None, 400: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
         description=(
             "Add your reaction (again: 204, nothing changes). `emoji`: 1..32 characters, no "
@@ -324,7 +343,7 @@ class ChatViewSet(viewsets.GenericViewSet):
     @reaction.mapping.delete
     @extend_schema(
         request=None,
-        parameters=[OpenApiParameter("emoji", str, OpenApiParameter.PATH)],
+        parameters=[EMOJI_PARAMETER],
         responses={204: None, 400: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
         description="Take your reaction back (absent: 204, nothing changes).",
     )

@@ -67,11 +67,12 @@ def chat_direct_open(*, user: User, other_id: int) -> tuple[Chat, bool]:
 # --- Changing -------------------------------------------------------------------------------------
 
 
-def chat_rename(*, actor: User, chat_id: int, title: str) -> None:
+def chat_rename(*, actor: User, chat_id: int, title: str | None) -> None:
+    """Give the chat a new title (None: keep it, the rules are checked all the same)."""
     with transaction.atomic():
         chat = _locked_group_chat(chat_id, member=actor)
         _check_owner(chat, actor)
-        if chat.title != title:
+        if title is not None and chat.title != title:
             Chat.objects.filter(pk=chat_id).update(title=title)
             _revised(chat)
 

@@ -242,13 +242,19 @@ def _loaded(message: Message) -> Message:
 # --- Editing, deleting, reacting ------------------------------------------------------------------
 
 
-def message_edit(*, editor: User, chat_id: int, message_id: int, text: str) -> ChangedMessage:
-    """Replace a message's text. Only its author may; a deleted message is not found."""
+def message_edit(
+    *, editor: User, chat_id: int, message_id: int, text: str | None
+) -> ChangedMessage:
+    """Replace a message's text (None: keep it, the rules are checked all the same). Only its
+    author may; a deleted message is not found."""
     with transaction.atomic():
         chat = _locked_chat(chat_id, member=editor)
         message = _message_of(chat_id, message_id)
         if message.author_id != editor.pk:
             raise Forbidden("Only the author of a message may edit it.")
+        if text is None:
+            reactions = reactions_by_message([message.pk]).get(message.pk, {})
+            return ChangedMessage(message=message, reactions=reactions)
         message.text = text
         message.edited_at = timezone.now()
         return _changed(chat, message, fields=["text", "edited_at"])
