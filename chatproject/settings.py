@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "rest_framework_simplejwt",
+    # Logout: refresh tokens put on its blacklist are refused (docs/deployment.md for upkeep).
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "accounts",
@@ -209,7 +211,8 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 # --- REST framework, JWT, OpenAPI ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, plus the token version check (revocation).
+        "accounts.auth.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -220,6 +223,8 @@ REST_FRAMEWORK = {
         "register": env.str("THROTTLE_REGISTER", default="100/min"),
         "login": env.str("THROTTLE_LOGIN", default="100/min"),
         "send": env.str("THROTTLE_SEND", default="600/min"),
+        # Password changes per user: guesses of the old password with a stolen access token.
+        "password": env.str("THROTTLE_LOGIN", default="100/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -238,6 +243,12 @@ SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "AUTH_HEADER_TYPES": ("Bearer",),
     "UPDATE_LAST_LOGIN": False,
+    # Our tokens carry the user's token version ("tv"; accounts/tokens.py, accounts/auth.py).
+    "AUTH_TOKEN_CLASSES": ("accounts.tokens.AccessToken",),
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.serializers.LoginSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.serializers.RefreshSerializer",
+    # RefreshSerializer issues no new refresh token: rotation stays off.
+    "ROTATE_REFRESH_TOKENS": False,
 }
 
 SPECTACULAR_SETTINGS = {
