@@ -276,7 +276,7 @@ WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=64 * 1024)
 WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
 # Most bytes daphne may queue for a WebSocket client that has stopped reading (beyond the
 # 64 KiB after which Twisted reports it behind); past it the connection is aborted, and the
-# client catches up with `after` when it returns (chatproject/backpressure.py).
+# client catches up with `after` when it returns (serving/backpressure.py).
 WS_MAX_OUTGOING_BUFFER_BYTES = env.int("WS_MAX_OUTGOING_BUFFER_BYTES", default=4 * 1024 * 1024)
 
 # --- Logging ------------------------------------------------------------------------------------
