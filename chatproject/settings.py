@@ -43,8 +43,13 @@ elif not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY is the development key; set a secret one.")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-# Browser origins allowed to open the WebSocket. Empty: derived from ALLOWED_HOSTS.
+# Browser origins allowed to open the WebSocket. Empty: derived from ALLOWED_HOSTS. The
+# CORS_ALLOWED_ORIGINS below are allowed too (serving/origin.py).
 WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=[])
+# Browser apps on these origins (full origins: `https://app.example.com`) may call the HTTP API
+# (django-cors-headers) and open the WebSocket. Tokens travel in headers, never in cookies, so
+# no credentials mode.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -56,6 +61,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt",
     # Logout: refresh tokens put on its blacklist are refused (docs/deployment.md for upkeep).
@@ -69,6 +75,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it answers preflight requests, and its headers must be on every answer.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -194,8 +202,10 @@ WHITENOISE_USE_FINDERS = True
 # two *_COOKIE_SECURE to 0 in its .env, and check --deploy then rightly warns about exactly
 # those. See docs/deployment.md.
 # Only behind a proxy that overwrites X-Forwarded-Proto (deploy/nginx.conf does); a client that
-# reaches daphne directly could otherwise claim https.
-if env.bool("TRUST_PROXY_HEADERS", default=False):
+# reaches daphne directly could otherwise claim https. Also decides whom throttles count
+# (REST_FRAMEWORK's NUM_PROXIES below).
+TRUST_PROXY_HEADERS = env.bool("TRUST_PROXY_HEADERS", default=False)
+if TRUST_PROXY_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Health probes (Docker's, a load balancer's) speak plain http to the instance itself.
@@ -227,6 +237,12 @@ REST_FRAMEWORK = {
         "password": env.str("THROTTLE_LOGIN", default="100/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Whom per-IP throttles count. 0: the connection's address (REMOTE_ADDR), X-Forwarded-For
+    # ignored. 1 (behind a trusted proxy): the last X-Forwarded-For entry, the address that
+    # proxy saw and appended, never the leftmost ones, which the client writes itself. DRF's
+    # default (None) would count the whole header as sent: a forged one per request was a
+    # fresh budget per request.
+    "NUM_PROXIES": 1 if TRUST_PROXY_HEADERS else 0,
 }
 
 
