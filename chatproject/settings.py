@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chatproject.devkey import PUBLIC_DEVELOPMENT_KEY, development_secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -24,13 +26,18 @@ if ENV_FILE and Path(ENV_FILE).is_file():
 
 DEBUG = env.bool("DEBUG", default=False)
 
-_DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
 MISSING_SECRET_KEY_MESSAGE = (
     "SECRET_KEY is not set. Set it in the environment or in .env "
     "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
     "or set DEBUG=1 for local development."
 )
 SECRET_KEY = env.str("SECRET_KEY", default="")
+if SECRET_KEY == PUBLIC_DEVELOPMENT_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the public development key of earlier versions: anyone can sign "
+        "tokens with it. Remove it (with DEBUG=1 a key of this checkout's own is made) or set "
+        "a secret one."
+    )
 # Without a key and with DEBUG off, commands that sign nothing (makemigrations, collectstatic)
 # still run, on a throwaway random key; serving refuses to start with the message above
 # (chatproject/asgi.py), and so does `manage.py check --deploy` (chatproject/checks.py).
@@ -38,9 +45,10 @@ SECRET_KEY_MISSING = not SECRET_KEY and not DEBUG
 if SECRET_KEY_MISSING:
     SECRET_KEY = secrets.token_urlsafe(50)
 elif not SECRET_KEY:
-    SECRET_KEY = _DEV_SECRET_KEY
-elif not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY is the development key; set a secret one.")
+    # DEBUG=1 (`make run`): a random key of this checkout, kept in a file git ignores.
+    SECRET_KEY = development_secret_key(
+        Path(env.str("DEV_SECRET_KEY_FILE", default=str(BASE_DIR / ".dev-secret-key")))
+    )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 # Browser origins allowed to open the WebSocket. Empty: derived from ALLOWED_HOSTS. The
