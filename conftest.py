@@ -54,10 +54,11 @@ def _fresh_throttles() -> None:
 @pytest.fixture
 def throttle_rates() -> Iterator[dict[str, str]]:
     """DRF's throttle rates, to change in a test (`throttle_rates["login"] = "2/min"`);
-    restored afterwards."""
-    from rest_framework.settings import api_settings
+    restored afterwards. The very dict the throttles read: DRF binds it to the throttle class
+    when it is first imported, and a settings reload does not rebind it."""
+    from rest_framework.throttling import SimpleRateThrottle
 
-    rates = api_settings.DEFAULT_THROTTLE_RATES
+    rates = SimpleRateThrottle.THROTTLE_RATES
     saved = dict(rates)
     yield rates
     rates.clear()

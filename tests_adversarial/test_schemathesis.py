@@ -80,16 +80,18 @@ def api_schema(make_user, make_chat, make_message, settings, throttle_rates) -> 
 # (register); ids of users who do not exist (create chat); an opaque `cursor` that is not one
 # the server issued (chat list); `after` together with `before`, which exclude each other
 # (history; documented, not expressible in OpenAPI 3.0); a username or token of only white
-# space, which simplejwt trims to blank (login, refresh); users who do not exist or are
-# inactive, yourself, a direct chat that cannot change, a chat past CHAT_MAX_MEMBERS (direct
-# chats, members, rename, leave); a 21st emoji on a message (reactions). Only
-# positive_data_acceptance is relaxed for them; every other check applies to every operation.
+# space, which simplejwt trims to blank (login, refresh); an old password that is not the
+# user's (password change); users who do not exist or are inactive, yourself, a direct chat
+# that cannot change, a chat past CHAT_MAX_MEMBERS (direct chats, members, rename, leave); a
+# 21st emoji on a message (reactions). Only positive_data_acceptance is relaxed for them;
+# every other check applies to every operation.
 STATE_DEPENDENT_VALIDITY = [
     {
         "include-operation-id": [
             "users_register_create",
             "users_login_create",
             "users_token_refresh_create",
+            "users_me_password_create",
             "chats_create",
             "chats_list",
             "chats_messages_retrieve",
