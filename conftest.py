@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -63,6 +64,17 @@ def throttle_rates() -> Iterator[dict[str, str]]:
     yield rates
     rates.clear()
     rates.update(saved)
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every (group, payload) the code publishes to the channel layer, in order, captured
+    instead of sent."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        "messaging.events._publish", lambda group, payload, **kwargs: sent.append((group, payload))
+    )
+    return sent
 
 
 @pytest.fixture

@@ -4,27 +4,16 @@ is made (services, `chat.members.add()`, `ChatMember.objects.create()`, deletes,
 from __future__ import annotations
 
 import threading
-from unittest import mock
 
 import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
 from chatproject.errors import ApplicationError, Forbidden, NotFound
-from messaging import events, services
+from messaging import services
 from messaging.models import Chat, ChatMember
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def published():
-    """Every (group, payload) the services publish, captured instead of sent."""
-    sent: list[tuple[str, dict]] = []
-    with mock.patch.object(
-        events, "_publish", lambda group, payload, **kwargs: sent.append((group, payload))
-    ):
-        yield sent
 
 
 def hinted(published: list[tuple[str, dict]]) -> list[tuple[str, int]]:

@@ -18,16 +18,6 @@ from messaging.models import Chat, ChatMember, Message, Reaction
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def published():
-    """Every (group, payload) the services publish, captured instead of sent."""
-    sent: list[tuple[str, dict]] = []
-    with mock.patch.object(
-        events, "_publish", lambda group, payload, **kwargs: sent.append((group, payload))
-    ):
-        yield sent
-
-
 # --- Database invariants ------------------------------------------------------------------------
 
 
