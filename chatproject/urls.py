@@ -7,6 +7,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.views import LoginView, RefreshView, UserViewSet
 from chatproject import health
 from messaging.views import ChatViewSet
+from webclient.views import index as webclient_index
 
 # "/?": every API path answers with and without a trailing slash, without a redirect.
 router = SimpleRouter()
@@ -15,6 +16,7 @@ router.register("users", UserViewSet, basename="user")
 router.register("chats", ChatViewSet, basename="chat")
 
 urlpatterns = [
+    path("", webclient_index, name="webclient"),  # The chat page (webclient/).
     re_path(r"^users/login/?$", LoginView.as_view(), name="login"),
     re_path(r"^users/token/refresh/?$", RefreshView.as_view(), name="token-refresh"),
     path("", include(router.urls)),
