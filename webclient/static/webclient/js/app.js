@@ -97,8 +97,10 @@ export class ChatApp {
     });
     this.socket.addEventListener("state", (event) => {
       if (event.detail.state !== "open") this.syncing = true;
-      if (event.detail.state === "stopped" && !this.session.signedIn) this.onSignOut();
+      // "Sending…" or "Waiting for the connection…" on messages not confirmed yet.
+      if (this.currentChatId !== null) this.store.emit("timeline", this.currentChatId);
     });
+    this.socket.addEventListener("expired", () => this.onSignOut());
     this.store.addEventListener("stale", (event) => this.refreshChat(event.detail));
     this.store.addEventListener("removed", (event) => {
       if (event.detail === this.currentChatId) {

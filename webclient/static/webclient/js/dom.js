@@ -1,5 +1,5 @@
 // Building DOM nodes. Text always goes in as text nodes: nothing here parses HTML, so a
-// message or a username can never become markup (there is no innerHTML in this client).
+// message or a username can never become markup (no HTML string is ever assigned here).
 
 /**
  * h("button", {class: "primary", type: "submit", onclick: fn}, "Send") -> <button>

@@ -12,10 +12,9 @@ const api = new Api(session);
 let app = null;
 
 function signedOut(notice) {
-  if (app) {
-    app.destroy();
-    app = null;
-  }
+  const current = app;
+  app = null;
+  current?.destroy();
   session.clear();
   history.replaceState(null, "", window.location.pathname);
   renderLogin(root, { api, onSignedIn, notice });

@@ -7,7 +7,8 @@
 // was opened with.
 //
 // Events: "state" (detail: {state: "connecting"|"open"|"waiting"|"stopped", retryAt, code}),
-// "open" (detail: {reconnected}), "event" (detail: one server event, parsed).
+// "open" (detail: {reconnected}), "event" (detail: one server event, parsed), "expired" (the
+// session ended: the socket stopped for good).
 
 import { BACKOFF, backoffDelay } from "./backoff.js";
 import { SessionExpired } from "./session.js";
@@ -64,6 +65,12 @@ export class LiveSocket extends EventTarget {
     return true;
   }
 
+  /** The session ended (the refresh token was refused): stop, and say so. */
+  expired() {
+    this.stop();
+    this.dispatchEvent(new Event("expired"));
+  }
+
   /** Skip the rest of the wait (the banner's "Reconnect now"). */
   retryNow() {
     if (this.stopped || this.state !== "waiting") return;
@@ -83,7 +90,7 @@ export class LiveSocket extends EventTarget {
     try {
       token = await this.session.fresh();
     } catch (error) {
-      if (error instanceof SessionExpired) return this.stop();
+      if (error instanceof SessionExpired) return this.expired();
       return this.scheduleRetry(null);
     }
     if (this.stopped) return;
@@ -124,7 +131,7 @@ export class LiveSocket extends EventTarget {
       try {
         await this.session.renew({ force: true });
       } catch (error) {
-        if (error instanceof SessionExpired) return this.stop();
+        if (error instanceof SessionExpired) return this.expired();
       }
     }
     if (this.stopped) return;

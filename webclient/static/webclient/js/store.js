@@ -199,8 +199,8 @@ export class Store extends EventTarget {
     };
     this.chats.set(chat.id, chat);
     this.learnMembers(chat);
-    const timeline = this.timelines.get(chat.id);
-    if (timeline?.loaded && data.last_message) timeline.put(data.last_message);
+    // Its last_message is not put in the timeline: a timeline holds a contiguous range, and
+    // the messages before that one may not be loaded yet (catch-up fills them in order).
     return chat;
   }
 

@@ -18,6 +18,13 @@ export class Panel {
       ),
       this.body,
     );
+    // Escape closes the panel from anywhere in it (a search box would only clear itself).
+    this.element.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.preventDefault();
+        this.close();
+      }
+    });
     this.element.addEventListener("click", (event) => {
       if (event.target === this.element) this.close();
     });
