@@ -31,6 +31,6 @@ USER app
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=6s --start-period=60s --retries=3 \
     CMD ["python", "deploy/healthcheck.py"]
-# daphne (exec'd by the entrypoint) closes WebSockets with 1001 on SIGTERM; see chatproject/server.py.
+# daphne (exec'd by the entrypoint) closes WebSockets with 1001 on SIGTERM; see serving/server.py.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["deploy/entrypoint.sh"]

@@ -19,10 +19,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 migrate: $(STAMP)
 	$(RUN_DEBUG) $(BIN)/python manage.py migrate --noinput
 
-# chatproject.server is daphne's own command line with a graceful shutdown (1001 on SIGTERM)
+# serving.server is daphne's own command line with a graceful shutdown (1001 on SIGTERM)
 # and the close codes daphne's WebSocket library refuses to send (1009, 1013).
 run: migrate
-	$(RUN_DEBUG) $(BIN)/python -m chatproject.server -b $(HOST) -p $(PORT) chatproject.asgi:application
+	$(RUN_DEBUG) $(BIN)/python -m serving.server -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 superuser: $(STAMP)
 	$(RUN_DEBUG) $(BIN)/python manage.py createsuperuser

@@ -201,10 +201,10 @@ def service_env(database_url: str, redis: Process, config: Config) -> dict[str, 
 def server_command(server: str, port: int) -> list[str]:
     app = os.environ.get("BENCH_ASGI_APP", "chatproject.asgi:application")
     if server == "daphne":
-        # The production path: `make run` and the image run daphne as chatproject.server
+        # The production path: `make run` and the image run daphne as serving.server
         # (daphne's command line, plus graceful shutdown and close codes). -v 0: no access log
         # for either server (a line per request or handshake is not what is measured here).
-        command = [sys.executable, "-m", "chatproject.server"]
+        command = [sys.executable, "-m", "serving.server"]
         return [*command, "-b", "127.0.0.1", "-p", str(port), "-v", "0", app]
     return [
         str(BIN / "uvicorn"),

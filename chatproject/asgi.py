@@ -4,10 +4,10 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 
-from chatproject.asgi_http import get_http_application  # noqa: E402
+from serving.asgi_http import get_http_application  # noqa: E402
 
 # Django must be set up before anything imports models (the routing below does). Django's
-# handler, with the request in one thread hop (chatproject/asgi_http.py).
+# handler, with the request in one thread hop (serving/asgi_http.py).
 django_asgi_app = get_http_application()
 
 from django.conf import settings  # noqa: E402
@@ -19,9 +19,9 @@ if settings.SECRET_KEY_MISSING:  # Never serve on a throwaway key.
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.auth import JWTQueryAuthMiddleware  # noqa: E402
-from chatproject import backpressure  # noqa: E402
-from messaging.origin import OriginValidator  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
+from serving import backpressure  # noqa: E402
+from serving.origin import OriginValidator  # noqa: E402
 
 # Under daphne: abort a client that stops reading before its backlog grows without bound.
 backpressure.install()

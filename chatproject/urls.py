@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from accounts.views import LoginView, RefreshView, UserViewSet
+from accounts.views import UserViewSet
 from chatproject import health
 from messaging.views import ChatViewSet
 from webclient.views import index as webclient_index
@@ -17,8 +17,6 @@ router.register("chats", ChatViewSet, basename="chat")
 
 urlpatterns = [
     path("", webclient_index, name="webclient"),  # The chat page (webclient/).
-    re_path(r"^users/login/?$", LoginView.as_view(), name="login"),
-    re_path(r"^users/token/refresh/?$", RefreshView.as_view(), name="token-refresh"),
     path("", include(router.urls)),
     path("admin/", admin.site.urls),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),

@@ -35,4 +35,4 @@ fi
 if ! is_true "${ACCESS_LOG:-1}"; then
     set -- "$@" --verbosity 0
 fi
-exec python -m chatproject.server "$@" chatproject.asgi:application
+exec python -m serving.server "$@" chatproject.asgi:application

@@ -52,7 +52,7 @@ unless it already runs, and stops it on exit).
     ``.url(db=0) -> "redis://127.0.0.1:<port>/<db>"``.
 ``DaphneServer(*, database_url, redis_url, secret_key, port=None, host="127.0.0.1",
 extra_env=None, log_dir=None, application="chatproject.asgi:application",
-settings_module="chatproject.settings", python=None, server_module="chatproject.server")``
+settings_module="chatproject.settings", python=None, server_module="serving.server")``
     ``<python> -m <server_module> -b <host> -p <port> <application>`` in the project directory;
     ``python`` defaults to the project's ``.venv/bin/python`` (else the running interpreter), and
     ``server_module`` may name any wrapper of daphne that takes daphne's command line.
@@ -508,7 +508,7 @@ class DaphneServer(ManagedProcess):
         application: str = "chatproject.asgi:application",
         settings_module: str = "chatproject.settings",
         python: str | None = None,
-        server_module: str = "chatproject.server",
+        server_module: str = "serving.server",
     ) -> None:
         super().__init__(port=port, host=host, log_dir=log_dir)
         self.database_url = database_url

@@ -165,3 +165,8 @@ async def publish_typing(*, chat_id: int, user_id: int) -> None:
         chat_group(chat_id),
         {"type": "chat.typing", "chat_id": chat_id, "user_id": user_id, "frame": frame},
     )
+
+
+def on_commit_sessions_revoked(*, user_id: int, token_version: int) -> None:
+    payload = {"type": "user.revoked", "token_version": token_version}
+    transaction.on_commit(lambda: _publish(user_group(user_id), payload))

@@ -3,7 +3,7 @@
 What must hold: the sender and the other members see nothing of it (every message, in order,
 promptly), and the server does not keep the stalled client's backlog in memory without bound:
 once more than WS_MAX_OUTGOING_BUFFER_BYTES wait for it, daphne aborts the connection
-(chatproject/backpressure.py). Without that bound, the backlog stayed in daphne's memory until
+(serving/backpressure.py). Without that bound, the backlog stayed in daphne's memory until
 the ping timeout (50 s), and a client that answers pings but reads slowly was never dropped.
 """
 

@@ -1,0 +1,1 @@
+"""Tests of the project's configuration: database settings and deployment files."""

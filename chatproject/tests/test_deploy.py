@@ -171,6 +171,7 @@ def variables_read_by_code() -> set[str]:
     }
     sources = [
         *PROJECT_DIR.glob("chatproject/*.py"),
+        *PROJECT_DIR.glob("serving/*.py"),
         *PROJECT_DIR.glob("accounts/*.py"),
         *PROJECT_DIR.glob("messaging/*.py"),
         *PROJECT_DIR.glob("deploy/*"),

@@ -1,0 +1,2 @@
+"""Tests of the messaging app: services, REST API, consumer, fan-out, streams, writers, and
+several daphne processes through Redis (test_multiprocess.py)."""

@@ -377,7 +377,7 @@ async def test_redis_outage_keeps_sender_served_and_delivery_resumes(
     assert [m["client_id"] for m in stored] == ["d-1", "d-2"]
     # A new socket cannot subscribe now: it is accepted and closed (the consumer closes with
     # 1013, "try again later"), not refused with a 500. (Stock daphne cannot send 1013: autobahn
-    # allows only 1000 and 3000-4999; chatproject.server, which liveserver runs, passes it on.)
+    # allows only 1000 and 3000-4999; serving.server, which liveserver runs, passes it on.)
     assert await close_code_of_new_socket(own_cluster.one, bob) == 1013
 
     await asyncio.sleep(OUTAGE_SECONDS - (time.monotonic() - stopped))

@@ -1,6 +1,6 @@
 """Our daphne: the stock server, plus a graceful SIGTERM and an access log without secrets.
 
-Run it with daphne's arguments: `python -m chatproject.server chatproject.asgi:application`.
+Run it with daphne's arguments: `python -m serving.server chatproject.asgi:application`.
 
 What stock daphne 4.2 does on SIGTERM (daphne/server.py): Twisted stops the reactor, and the
 "before shutdown" trigger `kill_all_applications` cancels every application coroutine at once,
@@ -39,7 +39,7 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor, task
 
-logger = logging.getLogger("chatproject.server")
+logger = logging.getLogger("serving.server")
 access_logger = logging.getLogger("chatproject.access")
 
 CLOSE_GOING_AWAY = 1001

@@ -1,4 +1,4 @@
-"""HTTP through the ASGI application: the request in one thread hop (chatproject/asgi_http.py)."""
+"""HTTP through the ASGI application: the request in one thread hop (serving/asgi_http.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 
 from accounts.models import User
-from chatproject.asgi_http import RequestThreads
 from conftest import access_token
 from messaging.models import Chat, Message
+from serving.asgi_http import RequestThreads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
