@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chatproject.devkey import PUBLIC_DEVELOPMENT_KEY, development_secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -24,13 +26,18 @@ if ENV_FILE and Path(ENV_FILE).is_file():
 
 DEBUG = env.bool("DEBUG", default=False)
 
-_DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
 MISSING_SECRET_KEY_MESSAGE = (
     "SECRET_KEY is not set. Set it in the environment or in .env "
     "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
     "or set DEBUG=1 for local development."
 )
 SECRET_KEY = env.str("SECRET_KEY", default="")
+if SECRET_KEY == PUBLIC_DEVELOPMENT_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the public development key of earlier versions: anyone can sign "
+        "tokens with it. Remove it (with DEBUG=1 a key of this checkout's own is made) or set "
+        "a secret one."
+    )
 # Without a key and with DEBUG off, commands that sign nothing (makemigrations, collectstatic)
 # still run, on a throwaway random key; serving refuses to start with the message above
 # (chatproject/asgi.py), and so does `manage.py check --deploy` (chatproject/checks.py).
@@ -38,13 +45,19 @@ SECRET_KEY_MISSING = not SECRET_KEY and not DEBUG
 if SECRET_KEY_MISSING:
     SECRET_KEY = secrets.token_urlsafe(50)
 elif not SECRET_KEY:
-    SECRET_KEY = _DEV_SECRET_KEY
-elif not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY is the development key; set a secret one.")
+    # DEBUG=1 (`make run`): a random key of this checkout, kept in a file git ignores.
+    SECRET_KEY = development_secret_key(
+        Path(env.str("DEV_SECRET_KEY_FILE", default=str(BASE_DIR / ".dev-secret-key")))
+    )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-# Browser origins allowed to open the WebSocket. Empty: derived from ALLOWED_HOSTS.
+# Browser origins allowed to open the WebSocket. Empty: derived from ALLOWED_HOSTS. The
+# CORS_ALLOWED_ORIGINS below are allowed too (serving/origin.py).
 WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=[])
+# Browser apps on these origins (full origins: `https://app.example.com`) may call the HTTP API
+# (django-cors-headers) and open the WebSocket. Tokens travel in headers, never in cookies, so
+# no credentials mode.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -56,6 +69,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt",
     # Logout: refresh tokens put on its blacklist are refused (docs/deployment.md for upkeep).
@@ -71,6 +85,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it answers preflight requests, and its headers must be on every answer.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -196,8 +212,10 @@ WHITENOISE_USE_FINDERS = True
 # two *_COOKIE_SECURE to 0 in its .env, and check --deploy then rightly warns about exactly
 # those. See docs/deployment.md.
 # Only behind a proxy that overwrites X-Forwarded-Proto (deploy/nginx.conf does); a client that
-# reaches daphne directly could otherwise claim https.
-if env.bool("TRUST_PROXY_HEADERS", default=False):
+# reaches daphne directly could otherwise claim https. Also decides whom throttles count
+# (REST_FRAMEWORK's NUM_PROXIES below).
+TRUST_PROXY_HEADERS = env.bool("TRUST_PROXY_HEADERS", default=False)
+if TRUST_PROXY_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Health probes (Docker's, a load balancer's) speak plain http to the instance itself.
@@ -229,6 +247,12 @@ REST_FRAMEWORK = {
         "password": env.str("THROTTLE_LOGIN", default="100/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Whom per-IP throttles count. 0: the connection's address (REMOTE_ADDR), X-Forwarded-For
+    # ignored. 1 (behind a trusted proxy): the last X-Forwarded-For entry, the address that
+    # proxy saw and appended, never the leftmost ones, which the client writes itself. DRF's
+    # default (None) would count the whole header as sent: a forged one per request was a
+    # fresh budget per request.
+    "NUM_PROXIES": 1 if TRUST_PROXY_HEADERS else 0,
 }
 
 
