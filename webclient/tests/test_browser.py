@@ -8,9 +8,12 @@ screen reader would. Screenshots of the main views go to $WEBCLIENT_SCREENSHOTS 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -443,6 +446,31 @@ def test_access_token_is_renewed_before_expiry_and_sent_on_the_open_socket(
     chat_item(page, "Renewal").click()
     send(page, "still here")
     expect(messages(page).last).not_to_contain_text("Sending")
+
+
+def test_log_out_revokes_the_refresh_token_and_forgets_both(
+    cluster: Any, pages: Pages, data: Data
+) -> None:
+    alice = data.person("alice")
+    page = pages.open(cluster.one, user=alice)
+    refresh = page.evaluate("JSON.parse(localStorage.getItem('chat.session')).refresh")
+    with page.expect_response("**/users/logout") as logout:
+        page.get_by_role("button", name="Log out").click()
+    assert logout.value.status == 204
+    expect(page.get_by_label("Username")).to_be_visible()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert page.evaluate("localStorage.getItem('chat.session')") is None
+    page.reload()
+    expect(page.get_by_role("button", name="Register")).to_be_visible()
+    request = urllib.request.Request(
+        cluster.two.http_url("/users/token/refresh"),
+        data=json.dumps({"refresh": refresh}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
 
 
 def test_phone_layout_keyboard_and_dark_mode(
