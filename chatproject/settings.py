@@ -78,6 +78,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "messaging",
+    # The chat page at / (an HTML shell, static ES modules; its CSP is set by its view).
+    "webclient",
     # Its management commands (wait_for_database, migrate_with_lock) and system checks.
     "chatproject.apps.ChatProjectConfig",
 ]
