@@ -6,7 +6,6 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts.models import User
@@ -23,6 +22,7 @@ from accounts.serializers import (
 )
 from accounts.services import user_logout, user_password_change, user_register
 from accounts.throttles import ClientIpThrottle
+from chatproject.throttling import ScopedRateThrottle
 
 # The actions that take no access token: a stale or garbage Authorization header must not
 # turn a login, a refresh or a logout into a 401 of its own.

@@ -19,10 +19,11 @@ from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatproject.errors import NotFound
+from chatproject.throttling import ScopedRateThrottle
 from messaging import events, history, services
 from messaging.history import ChatPosition
 from messaging.models import Chat, ChatMember
