@@ -116,8 +116,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     }
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Wait for SQLite's write lock instead of failing at once under concurrent writers.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # SQLite (the embedded mode of `make run`) under concurrent writers: the writer threads,
+    # HTTP requests and the admin each write from a connection of their own.
+    # - transaction_mode IMMEDIATE: a transaction takes the write lock at BEGIN. In SQLite's
+    #   default (DEFERRED) it starts as a reader and upgrades at its first write; when another
+    #   connection writes meanwhile, the upgrade fails at once with "database is locked" (the
+    #   busy timeout cannot help: waiting would deadlock), which became 500s and server_errors.
+    # - WAL: readers never wait for the writer, nor the writer for readers; synchronous=NORMAL
+    #   is the setting SQLite recommends with WAL (durable across crashes of the process, a
+    #   power loss may drop the last commits: a development database).
+    # - timeout: how long a connection waits for the write lock (seconds) before giving up.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "timeout": 20,
+        }
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
