@@ -1,2 +1,3 @@
-"""Accounts: the User model, registration (a service), login and token refresh (simplejwt), and
-the WebSocket's token authentication (`auth.py`)."""
+"""Accounts: the User model and its token version, registration and password change
+(services), sessions (login, refresh, logout; simplejwt and its blacklist, `tokens.py`), and the
+token authentication of HTTP and the WebSocket (`auth.py`)."""

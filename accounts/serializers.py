@@ -1,7 +1,12 @@
+from typing import Any
+
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from rest_framework import serializers
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 
+from accounts.auth import JWTAuthentication
 from accounts.models import User
+from accounts.tokens import RefreshToken
 from chatproject.fields import StrictCharField
 
 
@@ -18,8 +23,50 @@ class RegisterSerializer(serializers.Serializer):
     email = serializers.EmailField(required=False, allow_blank=True, default="")
 
 
+class LoginSerializer(TokenObtainPairSerializer):
+    """A username and its password."""
+
+    # simplejwt's login (SIMPLE_JWT's TOKEN_OBTAIN_SERIALIZER), issuing our tokens, which carry
+    # the user's token version.
+    token_class = RefreshToken
+
+
+class RefreshSerializer(TokenRefreshSerializer):
+    """A refresh token from a login."""
+
+    # simplejwt's refresh (SIMPLE_JWT's TOKEN_REFRESH_SERIALIZER) with the checks of an access
+    # token: the user exists, is active, and the token's version is the current one. Refresh
+    # tokens are not rotated (ROTATE_REFRESH_TOKENS stays off: this issues no new one).
+    refresh = StrictCharField()
+    token_class = RefreshToken
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        refresh = self.token_class(attrs["refresh"])  # TokenError: invalid, expired, logged out.
+        JWTAuthentication().get_user(refresh)  # AuthenticationFailed: no such user, revoked.
+        return {"access": str(refresh.access_token)}
+
+
 class TokenPairSerializer(serializers.Serializer):
     """The answer of login: what the response looks like, for the schema."""
 
     access = serializers.CharField()
     refresh = serializers.CharField()
+
+
+class AccessTokenSerializer(serializers.Serializer):
+    """The answer of a token refresh, for the schema."""
+
+    access = serializers.CharField()
+
+
+class LogoutSerializer(serializers.Serializer):
+    """The refresh token of the session to end."""
+
+    refresh = StrictCharField(help_text="The refresh token to end.")
+
+
+class PasswordChangeSerializer(serializers.Serializer):
+    """The current password, and the new one (Django's password validators apply)."""
+
+    old_password = StrictCharField(max_length=4096, write_only=True, trim_whitespace=False)
+    new_password = StrictCharField(max_length=128, write_only=True, trim_whitespace=False)

@@ -1,32 +1,51 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework_simplejwt.exceptions import AuthenticationFailed
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework.serializers import Serializer
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from accounts.models import User
-from accounts.serializers import RegisterSerializer, TokenPairSerializer, UserSerializer
-from accounts.services import user_register
+from accounts.serializers import (
+    AccessTokenSerializer,
+    LoginSerializer,
+    LogoutSerializer,
+    PasswordChangeSerializer,
+    RefreshSerializer,
+    RegisterSerializer,
+    TokenPairSerializer,
+    UserSerializer,
+)
+from accounts.services import user_logout, user_password_change, user_register
 from accounts.throttles import ClientIpThrottle
+
+# The actions that take no access token: a stale or garbage Authorization header must not
+# turn a login, a refresh or a logout into a 401 of its own.
+NO_TOKEN = {"permission_classes": [AllowAny], "authentication_classes": []}
 
 
 class UserViewSet(viewsets.GenericViewSet):
-    """Registration and the caller's own account."""
+    """Registration, sessions (login, refresh, logout) and the caller's own account."""
 
     serializer_class = UserSerializer
     throttle_scope: str | None = None  # Set per action below.
+    # The actions that check credentials answer 401 on bad ones (`openapi.AutoSchema`).
+    credential_actions = ("login", "token_refresh", "logout")
+
+    def get_authenticate_header(self, request: Request) -> str:
+        """What a 401 carries in WWW-Authenticate. DRF turns a 401 into a 403 when no
+        authenticator offers one, which the token-less actions below would be."""
+        return 'Bearer realm="api"'
 
     @extend_schema(request=RegisterSerializer, responses={201: UserSerializer}, auth=[])
     @action(
         detail=False,
         methods=["post"],
-        permission_classes=[AllowAny],
-        authentication_classes=[],
         throttle_classes=[ClientIpThrottle],
         throttle_scope="register",
+        **NO_TOKEN,
     )
     def register(self, request: Request) -> Response:
         serializer = RegisterSerializer(data=request.data)
@@ -34,33 +53,92 @@ class UserViewSet(viewsets.GenericViewSet):
         user = user_register(**serializer.validated_data)
         return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        request=LoginSerializer,
+        responses={200: TokenPairSerializer},
+        auth=[],
+        description="Exchange a username and password for an access and a refresh token "
+        "(401 if wrong, the same answer for an unknown user, a wrong password and an "
+        "inactive user).",
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        throttle_classes=[ClientIpThrottle],
+        throttle_scope="login",
+        **NO_TOKEN,
+    )
+    def login(self, request: Request) -> Response:
+        return self._tokens(LoginSerializer, request)
+
+    @extend_schema(
+        request=RefreshSerializer,
+        responses={200: AccessTokenSerializer},
+        auth=[],
+        description="Exchange a refresh token for a new access token (401 if the token is "
+        "invalid, expired or logged out, or if its user changed their password, was "
+        "deactivated or deleted since).",
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="token/refresh",
+        url_name="token-refresh",
+        **NO_TOKEN,
+    )
+    def token_refresh(self, request: Request) -> Response:
+        return self._tokens(RefreshSerializer, request)
+
+    @extend_schema(
+        request=LogoutSerializer,
+        responses={204: OpenApiResponse(description="The refresh token is ended.")},
+        auth=[],
+        description="End a refresh token: /users/token/refresh refuses it from then on. No "
+        "access token needed. Ending a token already ended is 204 again; anything that is "
+        "not a valid refresh token (an access token, an expired or forged one) is 401. "
+        "Access tokens already issued last until they expire.",
+    )
+    @action(detail=False, methods=["post"], **NO_TOKEN)
+    def logout(self, request: Request) -> Response:
+        serializer = LogoutSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            user_logout(refresh=serializer.validated_data["refresh"])
+        except TokenError as exc:
+            raise InvalidToken(exc.args[0]) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @extend_schema(responses=UserSerializer)
     @action(detail=False, methods=["get"])
     def me(self, request: Request) -> Response:
         return Response(UserSerializer(request.user).data)
 
+    @extend_schema(
+        request=PasswordChangeSerializer,
+        responses={204: OpenApiResponse(description="Changed; every older token is refused.")},
+        description="Change the caller's password (400 if the old one is wrong or Django's "
+        "password validators reject the new one). Every token issued before is refused from "
+        "then on, and every open socket of the user is closed with 4401; log in again.",
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="me/password",
+        url_name="me-password",
+        throttle_classes=[ScopedRateThrottle],
+        throttle_scope="password",
+    )
+    def password(self, request: Request) -> Response:
+        serializer = PasswordChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user_password_change(user=request.user, **serializer.validated_data)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
-class LoginView(TokenObtainPairView):
-    """Exchange a username and password for an access and a refresh token (401 if wrong)."""
-
-    throttle_classes = [ClientIpThrottle]
-    throttle_scope = "login"
-
-    @extend_schema(responses={200: TokenPairSerializer}, auth=[])
-    def post(self, request: Request, *args, **kwargs) -> Response:
-        return super().post(request, *args, **kwargs)
-
-
-class RefreshView(TokenRefreshView):
-    """Exchange a refresh token for a new access token (401 if the token is invalid, expired,
-    or its user is inactive or deleted)."""
-
-    def post(self, request: Request, *args, **kwargs) -> Response:
+    def _tokens(self, serializer_class: type[Serializer], request: Request) -> Response:
+        """simplejwt's TokenViewBase.post: a TokenError is an invalid token (401)."""
+        serializer = serializer_class(data=request.data, context=self.get_serializer_context())
         try:
-            return super().post(request, *args, **kwargs)
-        except User.DoesNotExist as exc:
-            # simplejwt looks the token's user up with `.get()` and lets this escape: the
-            # refresh token of a deleted user was a 500.
-            raise AuthenticationFailed(
-                "No active account found for the given token.", "no_active_account"
-            ) from exc
+            serializer.is_valid(raise_exception=True)
+        except TokenError as exc:
+            raise InvalidToken(exc.args[0]) from exc
+        return Response(serializer.validated_data, status=status.HTTP_200_OK)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.validators import RegexValidator
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.plumbing import ResolvedComponent
@@ -66,13 +67,16 @@ class AutoSchema(SpectacularAutoSchema):
         codes = []
         if has_body or "query" in locations:
             codes.append("400")
-        if operation.get("security") or isinstance(self.view, TokenViewBase):
+        checks_credentials = isinstance(self.view, TokenViewBase) or getattr(
+            self.view, "action", None
+        ) in getattr(self.view, "credential_actions", ())
+        if operation.get("security") or checks_credentials:
             codes.append("401")  # A token is required, or credentials are what is checked.
         if "path" in locations:
             codes.append("404")
         if has_body:
             codes.append("415")
-        if getattr(self.view, "throttle_scope", None) or self.view.throttle_classes:
+        if self.view.get_throttles():
             codes.append("429")
         return codes
 
@@ -90,6 +94,13 @@ class AutoSchema(SpectacularAutoSchema):
             "content": {"application/json": {"schema": component.ref}},
             "description": description,
         }
+
+
+class JWTScheme(SimpleJWTScheme):
+    """Our authentication class (accounts/auth.py) is simplejwt's plus the token version
+    check: the same bearer scheme ("jwtAuth")."""
+
+    target_class = "accounts.auth.JWTAuthentication"
 
 
 # --- Text rules that the field classes enforce, stated in the schema ----------------------------

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chatproject.devkey import PUBLIC_DEVELOPMENT_KEY, development_secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -24,13 +26,18 @@ if ENV_FILE and Path(ENV_FILE).is_file():
 
 DEBUG = env.bool("DEBUG", default=False)
 
-_DEV_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
 MISSING_SECRET_KEY_MESSAGE = (
     "SECRET_KEY is not set. Set it in the environment or in .env "
     "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
     "or set DEBUG=1 for local development."
 )
 SECRET_KEY = env.str("SECRET_KEY", default="")
+if SECRET_KEY == PUBLIC_DEVELOPMENT_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the public development key of earlier versions: anyone can sign "
+        "tokens with it. Remove it (with DEBUG=1 a key of this checkout's own is made) or set "
+        "a secret one."
+    )
 # Without a key and with DEBUG off, commands that sign nothing (makemigrations, collectstatic)
 # still run, on a throwaway random key; serving refuses to start with the message above
 # (chatproject/asgi.py), and so does `manage.py check --deploy` (chatproject/checks.py).
@@ -38,13 +45,19 @@ SECRET_KEY_MISSING = not SECRET_KEY and not DEBUG
 if SECRET_KEY_MISSING:
     SECRET_KEY = secrets.token_urlsafe(50)
 elif not SECRET_KEY:
-    SECRET_KEY = _DEV_SECRET_KEY
-elif not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY is the development key; set a secret one.")
+    # DEBUG=1 (`make run`): a random key of this checkout, kept in a file git ignores.
+    SECRET_KEY = development_secret_key(
+        Path(env.str("DEV_SECRET_KEY_FILE", default=str(BASE_DIR / ".dev-secret-key")))
+    )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-# Browser origins allowed to open the WebSocket. Empty: derived from ALLOWED_HOSTS.
+# Browser origins allowed to open the WebSocket. Empty: derived from ALLOWED_HOSTS. The
+# CORS_ALLOWED_ORIGINS below are allowed too (serving/origin.py).
 WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=[])
+# Browser apps on these origins (full origins: `https://app.example.com`) may call the HTTP API
+# (django-cors-headers) and open the WebSocket. Tokens travel in headers, never in cookies, so
+# no credentials mode.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -56,17 +69,24 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt",
+    # Logout: refresh tokens put on its blacklist are refused (docs/deployment.md for upkeep).
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "accounts",
     "messaging",
+    # The chat page at / (an HTML shell, static ES modules; its CSP is set by its view).
+    "webclient",
     # Its management commands (wait_for_database, migrate_with_lock) and system checks.
     "chatproject.apps.ChatProjectConfig",
 ]
 
 MIDDLEWARE = [
+    # First: it answers preflight requests, and its headers must be on every answer.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -121,18 +141,16 @@ else:
     # - transaction_mode IMMEDIATE: a transaction takes the write lock at BEGIN. In SQLite's
     #   default (DEFERRED) it starts as a reader and upgrades at its first write; when another
     #   connection writes meanwhile, the upgrade fails at once with "database is locked" (the
-    #   busy timeout cannot help: waiting would deadlock), which became 500s and server_errors.
+    #   busy timeout cannot help: waiting would deadlock), which became 500s and server_errors
+    #   (docs/performance.md, "The embedded mode").
     # - WAL: readers never wait for the writer, nor the writer for readers; synchronous=NORMAL
     #   is the setting SQLite recommends with WAL (durable across crashes of the process, a
     #   power loss may drop the last commits: a development database).
     # - timeout: how long a connection waits for the write lock (seconds) before giving up.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {
-            "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            "timeout": 20,
-        }
-    )
+    sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    sqlite_options.setdefault("timeout", 20)
+    sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
+    sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -207,8 +225,10 @@ WHITENOISE_USE_FINDERS = True
 # two *_COOKIE_SECURE to 0 in its .env, and check --deploy then rightly warns about exactly
 # those. See docs/deployment.md.
 # Only behind a proxy that overwrites X-Forwarded-Proto (deploy/nginx.conf does); a client that
-# reaches daphne directly could otherwise claim https.
-if env.bool("TRUST_PROXY_HEADERS", default=False):
+# reaches daphne directly could otherwise claim https. Also decides whom throttles count
+# (REST_FRAMEWORK's NUM_PROXIES below).
+TRUST_PROXY_HEADERS = env.bool("TRUST_PROXY_HEADERS", default=False)
+if TRUST_PROXY_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Health probes (Docker's, a load balancer's) speak plain http to the instance itself.
@@ -224,7 +244,8 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 # --- REST framework, JWT, OpenAPI ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, plus the token version check (revocation).
+        "accounts.auth.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -235,8 +256,23 @@ REST_FRAMEWORK = {
         "register": env.str("THROTTLE_REGISTER", default="100/min"),
         "login": env.str("THROTTLE_LOGIN", default="100/min"),
         "send": env.str("THROTTLE_SEND", default="600/min"),
+        # Per user. Spam chats are the abuse of a chat service: creating chats (groups and
+        # direct) and changing members are throttled well above what a person does (Slack's
+        # conversations.create allows about 20 a minute), as is the people search, which
+        # could otherwise list every username (docs/deployment.md).
+        "chat_create": env.str("THROTTLE_CHAT_CREATE", default="20/min"),
+        "chat_change": env.str("THROTTLE_CHAT_CHANGE", default="60/min"),
+        "user_search": env.str("THROTTLE_USER_SEARCH", default="60/min"),
+        # Password changes per user: guesses of the old password with a stolen access token.
+        "password": env.str("THROTTLE_LOGIN", default="100/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Whom per-IP throttles count. 0: the connection's address (REMOTE_ADDR), X-Forwarded-For
+    # ignored. 1 (behind a trusted proxy): the last X-Forwarded-For entry, the address that
+    # proxy saw and appended, never the leftmost ones, which the client writes itself. DRF's
+    # default (None) would count the whole header as sent: a forged one per request was a
+    # fresh budget per request.
+    "NUM_PROXIES": 1 if TRUST_PROXY_HEADERS else 0,
 }
 
 
@@ -253,6 +289,12 @@ SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "AUTH_HEADER_TYPES": ("Bearer",),
     "UPDATE_LAST_LOGIN": False,
+    # Our tokens carry the user's token version ("tv"; accounts/tokens.py, accounts/auth.py).
+    "AUTH_TOKEN_CLASSES": ("accounts.tokens.AccessToken",),
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.serializers.LoginSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.serializers.RefreshSerializer",
+    # RefreshSerializer issues no new refresh token: rotation stays off.
+    "ROTATE_REFRESH_TOKENS": False,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -269,7 +311,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
 }
 
-# --- Realtime -----------------------------------------------------------------------------------
+# --- Chats and realtime -------------------------------------------------------------------------
+# Most members a chat may have, however they are added (API, admin, code).
+CHAT_MAX_MEMBERS = env.int("CHAT_MAX_MEMBERS", default=1000)
+# How often each instance re-reads the token version and active flag of the users with a socket
+# on it, so that a revoked session ends within this bound even if its announcement through
+# Redis was lost (messaging/sessions.py).
+SESSION_RECHECK_SECONDS = env.float("SESSION_RECHECK_SECONDS", default=10.0)
 # Per-user token bucket for WebSocket events: a burst of WS_RATE_BURST, refilled at
 # WS_RATE_PER_SECOND.
 WS_RATE_BURST = env.int("WS_RATE_BURST", default=200)

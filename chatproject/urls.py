@@ -4,9 +4,10 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from accounts.views import LoginView, RefreshView, UserViewSet
+from accounts.views import UserViewSet
 from chatproject import health
 from messaging.views import ChatViewSet
+from webclient.views import index as webclient_index
 
 # "/?": every API path answers with and without a trailing slash, without a redirect.
 router = SimpleRouter()
@@ -15,8 +16,7 @@ router.register("users", UserViewSet, basename="user")
 router.register("chats", ChatViewSet, basename="chat")
 
 urlpatterns = [
-    re_path(r"^users/login/?$", LoginView.as_view(), name="login"),
-    re_path(r"^users/token/refresh/?$", RefreshView.as_view(), name="token-refresh"),
+    path("", webclient_index, name="webclient"),  # The chat page (webclient/).
     path("", include(router.urls)),
     path("admin/", admin.site.urls),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),

@@ -16,10 +16,10 @@ from django.http.request import validate_host
 
 
 def allowed_origin_hosts() -> list[str]:
-    """WS_ALLOWED_ORIGINS when set, else the hosts of ALLOWED_HOSTS (any scheme and port)."""
-    if settings.WS_ALLOWED_ORIGINS:
-        return list(settings.WS_ALLOWED_ORIGINS)
-    return list(settings.ALLOWED_HOSTS)
+    """WS_ALLOWED_ORIGINS when set, else the hosts of ALLOWED_HOSTS (any scheme and port); and
+    the origins of CORS_ALLOWED_ORIGINS, whose browser apps may use the WebSocket too."""
+    base = settings.WS_ALLOWED_ORIGINS or settings.ALLOWED_HOSTS
+    return [*base, *settings.CORS_ALLOWED_ORIGINS]
 
 
 def origin_allowed(origin: str, allowed: list[str]) -> bool:

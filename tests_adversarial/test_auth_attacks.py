@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import User
-from chatproject.settings import _DEV_SECRET_KEY as DEV_SECRET_KEY
+from chatproject.devkey import PUBLIC_DEVELOPMENT_KEY as DEV_SECRET_KEY
 from conftest import PASSWORD, access_token
 from tests_adversarial.sockets import next_output
 
