@@ -504,7 +504,11 @@ def test_phone_layout_keyboard_and_dark_mode(
     page.keyboard.press("Escape")
     expect(page.get_by_role("dialog", name="New chat")).to_be_hidden()
     expect(page.get_by_role("button", name="New chat")).to_be_focused()
-    page.get_by_role("link").filter(has_text="Design review").focus()
+    # Chromium moves Tab's starting point out of a closed dialog a moment after focus is back
+    # (a Tab within ~0.3 s of the Escape leaves the page); a person's next key comes later.
+    page.wait_for_timeout(500)
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link").filter(has_text="Design review")).to_be_focused()
     page.keyboard.press("Enter")
     expect(composer(page)).to_be_focused()
     page.keyboard.type("Typed without a mouse")
