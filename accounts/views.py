@@ -1,4 +1,6 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import Cursor, CursorPagination
@@ -54,11 +56,19 @@ class PeoplePagination(CursorPagination):
         except exceptions.NotFound as exc:
             raise exceptions.ValidationError({"cursor": [self.invalid_cursor_message]}) from exc
 
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=20)
+        return parameters
+
 
 class UserViewSet(viewsets.GenericViewSet):
     """Registration, sessions (login, refresh, logout) and the caller's own account."""
 
     serializer_class = UserSerializer
+    pagination_class = PeoplePagination  # The people search (`list`).
     throttle_scope: str | None = None  # Set per action below.
     # The actions that check credentials answer 401 on bad ones (`openapi.AutoSchema`).
     credential_actions = ("login", "token_refresh", "logout")
@@ -138,14 +148,21 @@ class UserViewSet(viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        parameters=[PeopleSearchSerializer],
+        parameters=[
+            OpenApiParameter(
+                "search",
+                {"type": "string", "minLength": 1, "maxLength": 150, "pattern": "^[^\\u0000]+$"},
+                required=True,
+                description="The start of a username, in any case.",
+            )
+        ],
+        responses={200: UserSerializer(many=True)},
         description="Active users whose username starts with `search`, in any case, by "
         "username (case-insensitive); `next` walks on. `search` missing or empty: 400.",
     )
     def list(self, request: Request) -> Response:
-        paginator = PeoplePagination()
-        page = paginator.paginate_queryset(None, request, self)
-        return paginator.get_paginated_response(UserSerializer(page, many=True).data)
+        page = self.paginate_queryset(None)
+        return self.get_paginated_response(UserSerializer(page, many=True).data)
 
     def get_throttles(self) -> list:  # type: ignore[override]
         if self.action == "list":
