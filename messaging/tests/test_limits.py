@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import socket
 import time
 import uuid
@@ -228,3 +229,42 @@ async def test_when_redis_comes_back_the_shared_budget_is_used_again(tmp_path, m
 
 def test_the_retry_delay_is_short_enough_for_a_passing_outage():
     assert RETRY_SECONDS <= 5
+
+
+# --- Two real instances --------------------------------------------------------------------------
+
+
+async def _answers(url: str, events: int) -> list[str]:
+    """The error codes answering `events` typing events to a chat that does not exist (each
+    spends a token: `not_found` while the budget lasts, `rate_limited` after)."""
+    from websockets.asyncio.client import connect
+
+    codes = []
+    async with connect(url) as sock:
+        for _ in range(events):
+            await sock.send(json.dumps({"type": "typing", "chat_id": 2_000_000_000}))
+            codes.append(json.loads(await asyncio.wait_for(sock.recv(), 20))["code"])
+    return codes
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.multiprocess
+@pytest.mark.django_db(transaction=True)
+async def test_a_reconnect_to_the_other_instance_finds_the_budget_spent(tmp_path, make_user):
+    from channels.db import database_sync_to_async
+
+    from conftest import access_token
+    from tests_adversarial.live import running_cluster
+
+    user = await database_sync_to_async(make_user)()
+    token = await database_sync_to_async(access_token)(user)
+    budget = {"WS_RATE_BURST": "10", "WS_RATE_PER_SECOND": "0.01"}
+    with running_cluster(tmp_path, extra_env=budget) as cluster:
+        one, two = cluster.instances
+
+        first = await _answers(one.ws_url(token=token), 12)
+        second = await _answers(two.ws_url(token=token), 5)
+
+    assert first == ["not_found"] * 10 + ["rate_limited"] * 2
+    assert second == ["rate_limited"] * 5
