@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -54,14 +55,26 @@ def _fresh_throttles() -> None:
 @pytest.fixture
 def throttle_rates() -> Iterator[dict[str, str]]:
     """DRF's throttle rates, to change in a test (`throttle_rates["login"] = "2/min"`);
-    restored afterwards."""
-    from rest_framework.settings import api_settings
+    restored afterwards. The very dict the throttles read: DRF binds it to the throttle class
+    when it is first imported, and a settings reload does not rebind it."""
+    from rest_framework.throttling import SimpleRateThrottle
 
-    rates = api_settings.DEFAULT_THROTTLE_RATES
+    rates = SimpleRateThrottle.THROTTLE_RATES
     saved = dict(rates)
     yield rates
     rates.clear()
     rates.update(saved)
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every (group, payload) the code publishes to the channel layer, in order, captured
+    instead of sent."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        "messaging.events._publish", lambda group, payload, **kwargs: sent.append((group, payload))
+    )
+    return sent
 
 
 @pytest.fixture

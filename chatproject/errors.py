@@ -38,6 +38,16 @@ class NotFound(ApplicationError):
         super().__init__(detail)
 
 
+class Forbidden(ApplicationError):
+    """A member asked for what only the chat's owner, or the message's author, may do."""
+
+    code = "forbidden"
+    http_status = status.HTTP_403_FORBIDDEN
+
+    def __init__(self, detail: str = "You may not do this.") -> None:
+        super().__init__(detail)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response(exc.as_body(), status=exc.http_status)

@@ -76,7 +76,7 @@ class AutoSchema(SpectacularAutoSchema):
             codes.append("404")
         if has_body:
             codes.append("415")
-        if getattr(self.view, "throttle_scope", None) or self.view.throttle_classes:
+        if self.view.get_throttles():
             codes.append("429")
         return codes
 

@@ -78,6 +78,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "messaging",
+    # The chat page at / (an HTML shell, static ES modules; its CSP is set by its view).
+    "webclient",
     # Its management commands (wait_for_database, migrate_with_lock) and system checks.
     "chatproject.apps.ChatProjectConfig",
 ]
@@ -134,8 +136,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     }
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Wait for SQLite's write lock instead of failing at once under concurrent writers.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    # Wait for SQLite's write lock instead of failing at once under concurrent writers; take
+    # it when a transaction begins (a read that later writes cannot then be refused halfway,
+    # "database is locked", which no wait avoids); readers never wait for a writer (WAL).
+    sqlite_options.setdefault("timeout", 20)
+    sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
+    sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -241,6 +248,13 @@ REST_FRAMEWORK = {
         "register": env.str("THROTTLE_REGISTER", default="100/min"),
         "login": env.str("THROTTLE_LOGIN", default="100/min"),
         "send": env.str("THROTTLE_SEND", default="600/min"),
+        # Per user. Spam chats are the abuse of a chat service: creating chats (groups and
+        # direct) and changing members are throttled well above what a person does (Slack's
+        # conversations.create allows about 20 a minute), as is the people search, which
+        # could otherwise list every username (docs/deployment.md).
+        "chat_create": env.str("THROTTLE_CHAT_CREATE", default="20/min"),
+        "chat_change": env.str("THROTTLE_CHAT_CHANGE", default="60/min"),
+        "user_search": env.str("THROTTLE_USER_SEARCH", default="60/min"),
         # Password changes per user: guesses of the old password with a stolen access token.
         "password": env.str("THROTTLE_LOGIN", default="100/min"),
     },
@@ -289,7 +303,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
 }
 
-# --- Realtime -----------------------------------------------------------------------------------
+# --- Chats and realtime -------------------------------------------------------------------------
+# Most members a chat may have, however they are added (API, admin, code).
+CHAT_MAX_MEMBERS = env.int("CHAT_MAX_MEMBERS", default=1000)
+# How often each instance re-reads the token version and active flag of the users with a socket
+# on it, so that a revoked session ends within this bound even if its announcement through
+# Redis was lost (messaging/sessions.py).
+SESSION_RECHECK_SECONDS = env.float("SESSION_RECHECK_SECONDS", default=10.0)
 # Per-user token bucket for WebSocket events: a burst of WS_RATE_BURST, refilled at
 # WS_RATE_PER_SECOND.
 WS_RATE_BURST = env.int("WS_RATE_BURST", default=200)

@@ -5,6 +5,7 @@ and Redis when they are set.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-000000000")
 
@@ -25,3 +26,11 @@ SECURE_SSL_REDIRECT = False
 # Concurrent test runs on one Redis server must not hear each other's chat ids.
 if REDIS_URL:  # noqa: F405
     CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] += f"-test{os.getpid()}"  # noqa: F405
+# SQLite: a file, not the in-memory database Django would use. Its shared cache locks whole
+# tables ("database table is locked", at once, no waiting) when the writer threads and the
+# sync thread of the sockets use the database at the same time, which production (a file with
+# a busy timeout) never does.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"chat-test-{os.getpid()}.sqlite3")
+    }

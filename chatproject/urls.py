@@ -7,6 +7,7 @@ from rest_framework.routers import SimpleRouter
 from accounts.views import UserViewSet
 from chatproject import health
 from messaging.views import ChatViewSet
+from webclient.views import index as webclient_index
 
 # "/?": every API path answers with and without a trailing slash, without a redirect.
 router = SimpleRouter()
@@ -15,6 +16,7 @@ router.register("users", UserViewSet, basename="user")
 router.register("chats", ChatViewSet, basename="chat")
 
 urlpatterns = [
+    path("", webclient_index, name="webclient"),  # The chat page (webclient/).
     path("", include(router.urls)),
     path("admin/", admin.site.urls),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),

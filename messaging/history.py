@@ -1,8 +1,11 @@
-"""The two reads of a history page, as fixed SQL statements: the members' cursors, then the page.
+"""The reads of a history page, as fixed SQL statements: the members' cursors, then the page,
+then the page's reactions.
 
-Built with the ORM, these two queries cost about 0.8 ms of CPU per page (building and compiling
+Built with the ORM, these queries cost about 0.8 ms of CPU per page (building and compiling
 each queryset, then turning rows into objects: a third of the request in bench scenario 4);
-as fixed statements, about 0.2 ms. Both are plain SQL for PostgreSQL and SQLite alike.
+as fixed statements, about 0.2 ms. All are plain SQL for PostgreSQL and SQLite alike, and every
+page is a keyset range (never OFFSET) on an index: (chat_id, id) for `before`/`after` pages,
+(chat_id, seq) for `since_seq` pages, so a page costs the same at any depth.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import NamedTuple
 from django.db import connection
 
 from messaging.models import Chat, ChatMember, Message
+from messaging.reactions import reactions_by_message
 
 
 class MessageRow(NamedTuple):
@@ -24,61 +28,108 @@ class MessageRow(NamedTuple):
     text: str
     created_at: datetime
     client_id: str | None
+    seq: int
+    edited_at: datetime | None
+    deleted: bool
 
 
+class ChatPosition(NamedTuple):
+    """Where a chat stood when a request began: its newest message id and its latest seq."""
+
+    newest_id: int | None
+    seq: int
+
+
+# The chat's newest message id (tombstones included: they are in the history too) is read
+# once, not once per member row.
 _MEMBERS_SQL = f"""
-SELECT member.user_id, member.last_read_message_id, chat.last_message_id
-FROM {ChatMember._meta.db_table} member JOIN {Chat._meta.db_table} chat ON chat.id = member.chat_id
+SELECT member.user_id, member.last_read_message_id, chat.seq, newest.id
+FROM {ChatMember._meta.db_table} member
+JOIN {Chat._meta.db_table} chat ON chat.id = member.chat_id
+CROSS JOIN (SELECT MAX(id) AS id FROM {Message._meta.db_table} WHERE chat_id = %s) newest
 WHERE member.chat_id = %s
 ORDER BY member.user_id
 """
 
+_COLUMNS = "id, chat_id, author_id, text, created_at, client_id, seq, edited_at, deleted"
 _PAGE_SQL = f"""
-SELECT id, chat_id, author_id, text, created_at, client_id FROM {Message._meta.db_table}
-WHERE chat_id = %s {{bound}} ORDER BY id {{direction}} LIMIT %s
+SELECT {_COLUMNS} FROM {Message._meta.db_table}
+WHERE chat_id = %s {{bound}} ORDER BY {{order}} LIMIT %s
 """
-# Keyset pages, never OFFSET: each is an index range scan of (chat_id, id) at any depth.
-_AFTER_SQL = _PAGE_SQL.format(bound="AND id > %s AND id <= %s", direction="ASC")
-_BEFORE_SQL = _PAGE_SQL.format(bound="AND id < %s", direction="DESC")
-_NEWEST_SQL = _PAGE_SQL.format(bound="", direction="DESC")
+_AFTER_SQL = _PAGE_SQL.format(bound="AND id > %s AND id <= %s", order="id ASC")
+_BEFORE_SQL = _PAGE_SQL.format(bound="AND id < %s", order="id DESC")
+_NEWEST_SQL = _PAGE_SQL.format(bound="AND id <= %s", order="id DESC")
+_SINCE_SEQ_SQL = _PAGE_SQL.format(bound="AND seq > %s AND seq <= %s", order="seq ASC")
 
 
-def member_cursors(chat_id: int) -> tuple[list[tuple[int, int | None]], int | None]:
-    """Every member's (user_id, last read message id), by user id, and the chat's newest
-    message id; no members for a chat that does not exist."""
+def member_cursors(chat_id: int) -> tuple[list[tuple[int, int | None]], ChatPosition]:
+    """Every member's (user_id, last read message id), by user id, and where the chat stands;
+    no members for a chat that does not exist."""
     with connection.cursor() as cursor:
-        cursor.execute(_MEMBERS_SQL, [chat_id])
+        cursor.execute(_MEMBERS_SQL, [chat_id, chat_id])
         rows = cursor.fetchall()
-    newest_id = rows[0][2] if rows else None
-    return [(user_id, message_id) for user_id, message_id, _ in rows], newest_id
+    position = ChatPosition(newest_id=rows[0][3], seq=rows[0][2]) if rows else ChatPosition(None, 0)
+    return [(user_id, message_id) for user_id, message_id, _, _ in rows], position
 
 
 def message_page(
     chat_id: int,
     *,
     limit: int,
-    newest_id: int,
+    position: ChatPosition,
     after: int | None = None,
     before: int | None = None,
+    since_seq: int | None = None,
 ) -> list[MessageRow]:
-    """Up to `limit` messages of the chat, none newer than `newest_id` (the chat's newest
-    when the request began): with id > `after` oldest first, else newest first (with id <
-    `before` when given). The bound keeps the scan inside the chat's own range of ids: without
-    it, a plan that walks the primary key (chosen for a chat that holds most of the table)
-    reads past every newer message of the other chats before it finds the page's end."""
-    if after is not None:
+    """Up to `limit` messages of the chat, none newer than `position` (where the chat stood
+    when the request began): with seq > `since_seq` by increasing seq; else with id >
+    `after` oldest first; else newest first (with id < `before` when given). The upper bound
+    keeps each scan inside the chat's own range: without it, a plan that walks the primary key
+    (chosen for a chat that holds most of the table) reads past every newer message of the
+    other chats before it finds the page's end."""
+    newest_id = position.newest_id or 0
+    if since_seq is not None:
+        sql, params = _SINCE_SEQ_SQL, [chat_id, since_seq, position.seq, limit]
+    elif after is not None:
         sql, params = _AFTER_SQL, [chat_id, after, newest_id, limit]
     elif before is not None:
         sql, params = _BEFORE_SQL, [chat_id, before, limit]
     else:
-        sql, params = _NEWEST_SQL, [chat_id, limit]
+        sql, params = _NEWEST_SQL, [chat_id, newest_id, limit]
+    return rows_of(sql, params)
+
+
+def rows_of(sql: str, params: list[object]) -> list[MessageRow]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return [
-        MessageRow(id_, chat, author, text, _aware(created_at), client_id)
-        for id_, chat, author, text, created_at, client_id in rows
+        MessageRow(
+            id_,
+            chat,
+            author,
+            text,
+            _aware(created_at),
+            client_id,
+            seq,
+            _aware(edited_at) if edited_at is not None else None,
+            bool(deleted),
+        )
+        for id_, chat, author, text, created_at, client_id, seq, edited_at, deleted in rows
     ]
+
+
+def with_reactions(rows: list[MessageRow]) -> list[tuple[MessageRow, dict[str, list[int]]]]:
+    """Each row with its reactions, read in one query for the whole page."""
+    found = reactions_by_message(row.pk for row in rows if not row.deleted)
+    return [(row, found.get(row.pk, {})) for row in rows]
+
+
+def changes_between(chat_id: int, after_seq: int, up_to_seq: int) -> list[MessageRow]:
+    """The messages of the chat whose latest change has a seq in (after_seq, up_to_seq], by
+    seq: what a socket missed between two changes it saw (messaging/delivery.py)."""
+    limit = max(up_to_seq - after_seq, 0)
+    return rows_of(_SINCE_SEQ_SQL, [chat_id, after_seq, up_to_seq, limit])
 
 
 def _aware(value: datetime) -> datetime:

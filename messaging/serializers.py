@@ -12,7 +12,15 @@ from rest_framework import serializers
 from accounts.serializers import UserSerializer
 from chatproject.fields import StrictCharField
 from messaging import events
-from messaging.models import CLIENT_ID_MAX_LENGTH, TEXT_MAX_LENGTH, TITLE_MAX_LENGTH, Message
+from messaging.models import (
+    CLIENT_ID_MAX_LENGTH,
+    TEXT_MAX_LENGTH,
+    TITLE_MAX_LENGTH,
+    Chat,
+    ChatKind,
+    Message,
+)
+from messaging.reactions import emoji_problem
 
 # Ids are PostgreSQL bigints: anything larger would be a database error, not a 404.
 MAX_ID = 2**63 - 1
@@ -48,13 +56,24 @@ class MessageSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     chat_id = serializers.IntegerField()
     author_id = serializers.IntegerField()
-    text = serializers.CharField()
+    text = serializers.CharField(help_text="Empty for a deleted message (a tombstone).")
     created_at = serializers.DateTimeField()
     client_id = serializers.CharField(allow_null=True)
+    seq = serializers.IntegerField(help_text="The chat's seq of this message's latest change.")
+    edited_at = serializers.DateTimeField(allow_null=True)
+    deleted = serializers.BooleanField()
+    reactions = serializers.DictField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="emoji -> the ids of the users who reacted with it, in the order they did.",
+    )
 
     def to_representation(self, instance: Message) -> dict[str, Any]:
-        # The very shape the WebSocket events carry, from the same function.
-        return events.message_data(instance)
+        # The very shape the WebSocket events carry, from the same function; the reactions
+        # in the order they were made (prefetched by `for_listing`).
+        reactions: dict[str, list[int]] = {}
+        for reaction in instance.reactions.all():
+            reactions.setdefault(reaction.emoji, []).append(reaction.user_id)
+        return events.message_data(instance, reactions)
 
 
 class ReadCursorSerializer(serializers.Serializer):
@@ -62,15 +81,36 @@ class ReadCursorSerializer(serializers.Serializer):
     message_id = serializers.IntegerField(allow_null=True, help_text="null: nothing read yet")
 
 
-class ChatSerializer(serializers.Serializer):
+class ChatInfoSerializer(serializers.Serializer):
+    """A chat as every member sees it (the `chat_updated` event carries this)."""
+
     id = serializers.IntegerField(read_only=True)
     title = serializers.CharField(read_only=True)
     members = UserSerializer(many=True, read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
-    last_message = MessageSerializer(read_only=True, allow_null=True)
-    unread_count = serializers.IntegerField(
-        read_only=True, help_text="Messages by others after the caller's read cursor."
+    kind = serializers.ChoiceField(choices=ChatKind.choices, read_only=True)
+    owner_id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="null: only staff manage this chat."
     )
+    seq = serializers.IntegerField(read_only=True, help_text="The chat's latest change.")
+
+
+class ChatSerializer(ChatInfoSerializer):
+    last_message = MessageSerializer(
+        read_only=True, allow_null=True, help_text="The newest message that is not deleted."
+    )
+    unread_count = serializers.IntegerField(
+        read_only=True,
+        help_text="Messages by others after the caller's read cursor, not deleted.",
+    )
+
+    def to_representation(self, instance: Chat) -> dict[str, Any]:
+        last = instance.last_message
+        return {
+            **events.chat_info_data(instance, instance.members.all()),
+            "last_message": None if last is None else MessageSerializer(last).data,
+            "unread_count": instance.unread_count,
+        }
 
 
 class MessagePageSerializer(serializers.Serializer):
@@ -94,6 +134,54 @@ class ChatCreateSerializer(serializers.Serializer):
     )
 
 
+class ChatUpdateSerializer(serializers.Serializer):
+    """PATCH: a field left out is left as it is."""
+
+    title = StrictCharField(
+        max_length=TITLE_MAX_LENGTH, allow_blank=True, trim_whitespace=False, required=False
+    )
+
+
+class MembersAddSerializer(serializers.Serializer):
+    user_ids = serializers.ListField(
+        child=IdField(),
+        allow_empty=False,
+        max_length=1000,
+        help_text="Users to add; present members are ignored, repeated ids count once.",
+    )
+
+
+class DirectChatSerializer(serializers.Serializer):
+    user_id = IdField(help_text="The other user.")
+
+
+class UserSearchQuerySerializer(serializers.Serializer):
+    search = StrictCharField(
+        max_length=150, help_text="The start of a username, in any case.", trim_whitespace=False
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=50, default=20)
+
+
+class MessageEditSerializer(serializers.Serializer):
+    """PATCH: without `text`, nothing changes (the rules still apply: author only)."""
+
+    text = MessageTextField(required=False)
+
+
+class EmojiField(StrictCharField):
+    """1..32 characters without white space, valid UTF-8 (`👍`, `:tada:`)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        emoji = super().to_internal_value(data)
+        if (problem := emoji_problem(emoji)) is not None:
+            raise serializers.ValidationError(problem)
+        return emoji
+
+
+class EmojiSerializer(serializers.Serializer):
+    emoji = EmojiField(trim_whitespace=False)
+
+
 class MessageCreateSerializer(serializers.Serializer):
     text = MessageTextField()
     client_id = StrictCharField(
@@ -115,6 +203,13 @@ class PageLimitSerializer(serializers.Serializer):
 
 class HistoryQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
+    since_seq = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_ID,
+        required=False,
+        help_text="The messages changed after this seq of the chat, in their current state "
+        "(a deleted one as its tombstone), by increasing seq: catching up on every change.",
+    )
     after = serializers.IntegerField(
         min_value=0,
         max_value=MAX_ID,
@@ -129,8 +224,10 @@ class HistoryQuerySerializer(serializers.Serializer):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "after" in attrs and "before" in attrs:
-            raise serializers.ValidationError("Use either `after` or `before`, not both.")
+        if len({"after", "before", "since_seq"} & attrs.keys()) > 1:
+            raise serializers.ValidationError(
+                "Use one of `after`, `before` and `since_seq`, not several."
+            )
         return attrs
 
 
@@ -147,6 +244,10 @@ class NewMessageEventSerializer(ChatEventSerializer, MessageCreateSerializer):
 
 class ReadMessageEventSerializer(ChatEventSerializer):
     id = IdField()
+
+
+class AuthEventSerializer(serializers.Serializer):
+    token = StrictCharField(max_length=4096, trim_whitespace=False)
 
 
 class ReadCursorUpdateSerializer(serializers.Serializer):

@@ -1,27 +1,41 @@
-"""REST endpoints for chats and their messages: validate, call one service, serialize."""
+"""REST endpoints for chats, their members and their messages: validate, call one service,
+serialize.
+
+Every endpoint under `/chats/{id}` first checks that the caller is a member: a chat that does
+not exist and a chat of others answer the same 404, whatever else the request holds. Then the
+body is validated (400), then the service applies the rules (400, 403, 404).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, mixins, status, viewsets
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatproject.errors import NotFound
 from messaging import events, history, services
+from messaging.history import ChatPosition
 from messaging.models import Chat, ChatMember
 from messaging.serializers import (
     MAX_ID,
     ChatCreateSerializer,
     ChatSerializer,
+    ChatUpdateSerializer,
+    DirectChatSerializer,
+    EmojiSerializer,
     HistoryQuerySerializer,
+    MembersAddSerializer,
     MessageCreateSerializer,
+    MessageEditSerializer,
     MessagePageSerializer,
     MessageSerializer,
     PageLimitSerializer,
@@ -30,8 +44,40 @@ from messaging.serializers import (
 )
 
 # One validating instance: building a serializer per request deep-copies its fields.
-# `run_validation` keeps no state on the instance, so threads can share it.
+# `run_validation` keeps no state on the instance, so threads can share it (docs/internals.md).
 _history_query = HistoryQuerySerializer()
+
+# Per-user throttle scope of each action (DEFAULT_THROTTLE_RATES in settings); actions not
+# named here are reads, which are not throttled.
+THROTTLE_SCOPES = {
+    "create": "chat_create",
+    "direct": "chat_create",
+    "partial_update": "chat_change",
+    "members": "chat_change",
+    "member": "chat_change",
+    "leave": "chat_change",
+    "send_message": "send",
+    "message": "send",
+    "delete_message": "send",
+    "reaction": "send",
+    "delete_reaction": "send",
+}
+
+NOT_FOUND_RESPONSES = {404: OpenApiTypes.OBJECT}
+# A direct chat cannot be renamed, gain or lose members, or be left: 400 with a detail.
+DIRECT_CHAT_RESPONSES = {400: OpenApiTypes.OBJECT}
+# `emoji` in the path: what EmojiField accepts, for clients and fuzzers.
+EMOJI_PARAMETER = OpenApiParameter(
+    "emoji",
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 32,
+        "pattern": r"^[^\s\u0000-\u001f\u007f-\u009f\ufffd]+$",
+    },
+    OpenApiParameter.PATH,
+    description="1..32 characters, no white space (`👍`, `:tada:`), percent-encoded.",
+)
 
 
 class ChatListPagination(CursorPagination):
@@ -65,56 +111,133 @@ class ChatListPagination(CursorPagination):
         return parameters
 
 
-class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+def _validated(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ChatViewSet(viewsets.GenericViewSet):
     serializer_class = ChatSerializer
     pagination_class = ChatListPagination
     lookup_value_regex = r"[0-9]+"
 
-    # Only sending over HTTP is throttled (per user): the WebSocket has its own token bucket,
-    # and without this the HTTP path would be a way around it.
-    throttle_scope = "send"
-
     def get_throttles(self) -> list[BaseThrottle]:
-        return [ScopedRateThrottle()] if self.action == "send_message" else []
+        scope = THROTTLE_SCOPES.get(self.action)
+        if scope is None:
+            return []
+        self.throttle_scope = scope
+        return [ScopedRateThrottle()]
 
     def get_queryset(self):  # type: ignore[override]
         return Chat.objects.for_listing(self.request.user)
 
-    def get_object(self) -> Chat:
-        chat_id = self._chat_id()
-        chat = self.get_queryset().filter(pk=chat_id).first()
-        if chat is None:
-            raise NotFound()
-        return chat
+    # --- Chats ---------------------------------------------------------------------------------
 
-    def _chat_id(self) -> int:
-        chat_id = int(self.kwargs["pk"])
-        if chat_id > MAX_ID:
-            raise NotFound()
-        return chat_id
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(ChatSerializer(page, many=True).data)
 
-    def _membership(self) -> ChatMember:
-        """The caller's membership of the chat in the URL, or a 404 that reveals nothing."""
-        member = ChatMember.objects.filter(chat_id=self._chat_id(), user=self.request.user).first()
-        if member is None:
-            raise NotFound()
-        return member
+    @extend_schema(responses={200: ChatSerializer, **NOT_FOUND_RESPONSES})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(self._chat_data())
 
     @extend_schema(request=ChatCreateSerializer, responses={201: ChatSerializer})
     def create(self, request: Request) -> Response:
-        serializer = ChatCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        chat = services.chat_create(creator=request.user, **serializer.validated_data)
-        chat = self.get_queryset().get(pk=chat.pk)
-        return Response(ChatSerializer(chat).data, status=status.HTTP_201_CREATED)
+        data = _validated(ChatCreateSerializer, request.data)
+        chat = services.chat_create(creator=request.user, **data)
+        return Response(self._chat_data(chat.pk), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=ChatUpdateSerializer,
+        responses={200: ChatSerializer, 403: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
+        description="Rename the chat: its owner only; a direct chat cannot be renamed (400).",
+    )
+    def partial_update(self, request: Request, pk: str) -> Response:
+        chat_id = self._membership().chat_id
+        data = _validated(ChatUpdateSerializer, request.data)
+        services.chat_rename(actor=request.user, chat_id=chat_id, title=data.get("title"))
+        return Response(self._chat_data(chat_id))
+
+    @extend_schema(
+        request=DirectChatSerializer,
+        responses={201: ChatSerializer, 200: ChatSerializer},
+        description=(
+            "The direct chat of the caller and `user_id`: 201 when this call made it, 200 with "
+            "the same chat after that, whichever of the two asks. Yourself or an unknown or "
+            "inactive user: 400."
+        ),
+    )
+    @action(detail=False, methods=["post"])
+    def direct(self, request: Request) -> Response:
+        data = _validated(DirectChatSerializer, request.data)
+        chat, created = services.chat_direct_open(user=request.user, other_id=data["user_id"])
+        return Response(
+            self._chat_data(chat.pk),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    # --- Members -------------------------------------------------------------------------------
+
+    @extend_schema(
+        request=MembersAddSerializer,
+        responses={200: ChatSerializer, 403: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
+        description=(
+            "Add members: the owner only. Present members are ignored; an unknown or inactive "
+            "id, or more than CHAT_MAX_MEMBERS members in all: 400, and nothing changes."
+        ),
+    )
+    @action(detail=True, methods=["post"])
+    def members(self, request: Request, pk: str) -> Response:
+        chat_id = self._membership().chat_id
+        data = _validated(MembersAddSerializer, request.data)
+        services.chat_members_add(actor=request.user, chat_id=chat_id, user_ids=data["user_ids"])
+        return Response(self._chat_data(chat_id))
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: None,
+            403: OpenApiTypes.OBJECT,
+            **NOT_FOUND_RESPONSES,
+            **DIRECT_CHAT_RESPONSES,
+        },
+        description=(
+            "Remove a member: the owner removes anyone, any member removes themselves "
+            "(leaving); otherwise 403. A user who is not a member: 404."
+        ),
+    )
+    @action(detail=True, methods=["delete"], url_path=r"members/(?P<user_id>[0-9]+)")
+    def member(self, request: Request, pk: str, user_id: str) -> Response:
+        chat_id = self._membership().chat_id
+        services.chat_member_remove(
+            actor=request.user, chat_id=chat_id, user_id=_bounded_id(user_id)
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=None,
+        responses={204: None, **NOT_FOUND_RESPONSES, **DIRECT_CHAT_RESPONSES},
+        description=(
+            "Leave the chat. An owner who leaves hands it to the member who joined earliest "
+            "among the rest (none left: no owner). A direct chat cannot be left (400)."
+        ),
+    )
+    @action(detail=True, methods=["post"])
+    def leave(self, request: Request, pk: str) -> Response:
+        services.chat_leave(user=request.user, chat_id=self._membership().chat_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # --- Messages ------------------------------------------------------------------------------
 
     @extend_schema(
         parameters=[HistoryQuerySerializer],
-        responses={200: MessagePageSerializer},
+        responses={200: MessagePageSerializer, **NOT_FOUND_RESPONSES},
         description=(
             "Newest first, walking to older messages through `next`; with `after=ID`, the "
-            "messages with id > ID oldest first, `next` null once caught up. `read_cursors` "
-            "holds one cursor per member."
+            "messages with id > ID oldest first; with `since_seq=S`, the messages changed "
+            "after S in their current state, by increasing seq. `next` is null once caught "
+            "up. `read_cursors` holds one cursor per member."
         ),
     )
     @action(detail=True, methods=["get"], url_path="messages")
@@ -123,21 +246,16 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         params = _history_query.run_validation(request.query_params.dict())
         chat_id = self._chat_id()
         # One query answers both "is the caller a member?" and "where is everyone's cursor?".
-        cursors, newest_id = history.member_cursors(chat_id)
+        cursors, position = history.member_cursors(chat_id)
         if request.user.pk not in {user_id for user_id, _ in cursors}:
             raise NotFound()
-        if newest_id is None:
-            newest_id = MAX_ID  # No message yet (or none through the services): no bound.
-        elif "after" not in params and "before" not in params:
-            # Bounded by the chat's newest id, the first page starts where the chat's messages
-            # end instead of walking the primary key backwards past other chats' newer ones
-            # (9.4 ms -> 0.17 ms on the benchmark's 1,000,000-message chat).
-            params["before"] = newest_id + 1
-        page, next_url = self._history_page(request, chat_id, newest_id=newest_id, **params)
+        page, next_url = self._history_page(request, chat_id, position=position, **params)
         return Response(
             {
-                # What MessageSerializer(page, many=True).data gives, without a serializer.
-                "results": [events.message_data(row) for row in page],
+                "results": [
+                    events.message_data(row, reactions)
+                    for row, reactions in history.with_reactions(page)
+                ],
                 "next": next_url,
                 "read_cursors": [
                     {"user_id": user_id, "message_id": message_id}
@@ -149,37 +267,126 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @messages.mapping.post
     @extend_schema(
         request=MessageCreateSerializer,
-        responses={201: MessageSerializer, 200: MessageSerializer},
+        responses={201: MessageSerializer, 200: MessageSerializer, **NOT_FOUND_RESPONSES},
         description=(
             "Send a message over HTTP (the WebSocket `new_message` does the same). 201 when "
             "created; 200 with the original message when `client_id` repeats an earlier send."
         ),
     )
     def send_message(self, request: Request, pk: str) -> Response:
-        serializer = MessageCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        sent = services.message_send(
-            author=request.user, chat_id=self._chat_id(), **serializer.validated_data
-        )
+        data = _validated(MessageCreateSerializer, request.data)
+        sent = services.message_send(author=request.user, chat_id=self._chat_id(), **data)
         return Response(
-            MessageSerializer(sent.message).data,
+            events.message_data(sent.message, sent.reactions),
             status=status.HTTP_201_CREATED if sent.created else status.HTTP_200_OK,
         )
+
+    @extend_schema(
+        request=MessageEditSerializer,
+        responses={200: MessageSerializer, 403: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
+        description="Edit: its author only (403 for other members); a deleted message: 404.",
+    )
+    @action(detail=True, methods=["patch"], url_path=r"messages/(?P<message_id>[0-9]+)")
+    def message(self, request: Request, pk: str, message_id: str) -> Response:
+        chat_id = self._membership().chat_id
+        data = _validated(MessageEditSerializer, request.data)
+        changed = services.message_edit(
+            editor=request.user,
+            chat_id=chat_id,
+            message_id=_bounded_id(message_id),
+            text=data.get("text"),
+        )
+        return Response(events.message_data(changed.message, changed.reactions))
+
+    @message.mapping.delete
+    @extend_schema(
+        request=None,
+        responses={204: None, 403: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
+        description=(
+            "Delete: its author or the chat's owner (403 for other members). It stays in the "
+            "history as a tombstone (same id and created_at, `deleted`, no text, no "
+            "reactions). Deleting again: 204."
+        ),
+    )
+    def delete_message(self, request: Request, pk: str, message_id: str) -> Response:
+        chat_id = self._membership().chat_id
+        services.message_delete(
+            actor=request.user, chat_id=chat_id, message_id=_bounded_id(message_id)
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        request=None,
+        parameters=[EMOJI_PARAMETER],
+        responses={204: None, 400: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
+        description=(
+            "Add your reaction (again: 204, nothing changes). `emoji`: 1..32 characters, no "
+            "white space, percent-encoded; at most 20 different emoji per message. A deleted "
+            "message: 404."
+        ),
+    )
+    @action(
+        detail=True,
+        methods=["put"],
+        url_path=r"messages/(?P<message_id>[0-9]+)/reactions/(?P<emoji>[^/]+)",
+    )
+    def reaction(self, request: Request, pk: str, message_id: str, emoji: str) -> Response:
+        chat_id = self._membership().chat_id
+        services.reaction_add(
+            user=request.user,
+            chat_id=chat_id,
+            message_id=_bounded_id(message_id),
+            emoji=_validated(EmojiSerializer, {"emoji": emoji})["emoji"],
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @reaction.mapping.delete
+    @extend_schema(
+        request=None,
+        parameters=[EMOJI_PARAMETER],
+        responses={204: None, 400: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
+        description="Take your reaction back (absent: 204, nothing changes).",
+    )
+    def delete_reaction(self, request: Request, pk: str, message_id: str, emoji: str) -> Response:
+        chat_id = self._membership().chat_id
+        services.reaction_remove(
+            user=request.user,
+            chat_id=chat_id,
+            message_id=_bounded_id(message_id),
+            emoji=_validated(EmojiSerializer, {"emoji": emoji})["emoji"],
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=ReadCursorUpdateSerializer, responses={200: ReadCursorSerializer})
     @action(detail=True, methods=["post"], url_path="read")
     def read(self, request: Request, pk: str) -> Response:
         """Move the caller's read cursor forward (never back), as the WebSocket
         `read_message` does."""
-        serializer = ReadCursorUpdateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = _validated(ReadCursorUpdateSerializer, request.data)
         services.read_cursor_advance(
-            reader=request.user,
-            chat_id=self._chat_id(),
-            message_id=serializer.validated_data["message_id"],
+            reader=request.user, chat_id=self._chat_id(), message_id=data["message_id"]
         )
         member = self._membership()
         return Response({"user_id": member.user_id, "message_id": member.last_read_message_id})
+
+    # --- Helpers -------------------------------------------------------------------------------
+
+    def _chat_id(self) -> int:
+        return _bounded_id(self.kwargs["pk"])
+
+    def _membership(self) -> ChatMember:
+        """The caller's membership of the chat in the URL, or a 404 that reveals nothing."""
+        member = ChatMember.objects.filter(chat_id=self._chat_id(), user=self.request.user).first()
+        if member is None:
+            raise NotFound()
+        return member
+
+    def _chat_data(self, chat_id: int | None = None) -> dict[str, Any]:
+        chat_id = self._chat_id() if chat_id is None else chat_id
+        chat = self.get_queryset().filter(pk=chat_id).first()
+        if chat is None:
+            raise NotFound()
+        return ChatSerializer(chat).data
 
     def _history_page(
         self,
@@ -187,18 +394,34 @@ class ChatViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         chat_id: int,
         *,
         limit: int,
-        newest_id: int,
+        position: ChatPosition,
         after: int | None = None,
         before: int | None = None,
+        since_seq: int | None = None,
     ) -> tuple[list[history.MessageRow], str | None]:
         """A keyset page (never OFFSET) and the URL of the next one, or None at the end."""
         page = history.message_page(
-            chat_id, limit=limit + 1, newest_id=newest_id, after=after, before=before
+            chat_id,
+            limit=limit + 1,
+            position=position,
+            after=after,
+            before=before,
+            since_seq=since_seq,
         )
         if len(page) <= limit:
             return page, None
         page = page[:limit]
         url = request.build_absolute_uri()
+        if since_seq is not None:
+            return page, replace_query_param(url, "since_seq", page[-1].seq)
         if after is not None:
             return page, replace_query_param(url, "after", page[-1].pk)
         return page, replace_query_param(remove_query_param(url, "after"), "before", page[-1].pk)
+
+
+def _bounded_id(value: str) -> int:
+    """An id from the path; beyond the database's bigint nothing can exist: 404, not a 500."""
+    number = int(value)
+    if number > MAX_ID:
+        raise NotFound()
+    return number

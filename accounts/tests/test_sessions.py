@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any
 
 import jwt
 import pytest
@@ -19,16 +18,6 @@ from conftest import PASSWORD
 pytestmark = pytest.mark.django_db
 
 NEW_PASSWORD = "another-long-unusual-passphrase-8"
-
-
-@pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
-    """What goes to the channel layer (messaging.events._publish), in order."""
-    sent: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        "messaging.events._publish", lambda group, payload: sent.append((group, payload))
-    )
-    return sent
 
 
 def login(client: APIClient, username: str, password: str = PASSWORD) -> dict[str, str]:

@@ -15,11 +15,13 @@ NOT_FOUND = {"detail": "Not found."}
 
 def bulk_messages(chat: Chat, authors: list, count: int) -> list[Message]:
     """Many messages at once, without the per-message service cost (history tests)."""
+    chat.refresh_from_db()
     Message.objects.bulk_create(
-        Message(chat=chat, author=authors[i % len(authors)], text=f"m{i}") for i in range(count)
+        Message(chat=chat, author=authors[i % len(authors)], text=f"m{i}", seq=chat.seq + 1 + i)
+        for i in range(count)
     )
     messages = list(Message.objects.filter(chat=chat).order_by("id"))
-    Chat.objects.filter(pk=chat.pk).update(last_message=messages[-1])
+    Chat.objects.filter(pk=chat.pk).update(last_message=messages[-1], seq=messages[-1].seq)
     return messages
 
 
@@ -54,7 +56,18 @@ def test_create_chat_makes_the_caller_a_member_once(auth_client, user, other_use
     assert [m["id"] for m in body["members"]] == sorted([user.pk, other_user.pk])
     assert body["last_message"] is None
     assert body["unread_count"] == 0
-    assert set(body) == {"id", "title", "members", "created_at", "last_message", "unread_count"}
+    assert set(body) == {
+        "id",
+        "title",
+        "members",
+        "created_at",
+        "last_message",
+        "unread_count",
+        "kind",
+        "owner_id",
+        "seq",
+    }
+    assert (body["kind"], body["owner_id"], body["seq"]) == ("group", user.pk, 0)
 
 
 def test_create_chat_with_no_body_fields_gives_an_untitled_chat_of_one(auth_client, user):
@@ -257,6 +270,10 @@ def test_history_is_newest_first_with_every_members_cursor(
         "text": "two",
         "created_at": second.created_at.isoformat().replace("+00:00", "Z"),
         "client_id": None,
+        "seq": 2,
+        "edited_at": None,
+        "deleted": False,
+        "reactions": {},
     }
     assert body["next"] is None
     assert sorted(body["read_cursors"], key=lambda c: c["user_id"]) == [
@@ -339,6 +356,7 @@ def test_history_pages_cost_the_same_queries_whatever_their_size_or_depth(
         f"/chats/{chat.pk}/messages?limit=200",
         f"/chats/{chat.pk}/messages?limit=50&before={messages[20].pk}",
         f"/chats/{chat.pk}/messages?limit=200&after=0",
+        f"/chats/{chat.pk}/messages?limit=200&since_seq=17",
     ]:
         with django_assert_num_queries(small):
             auth_client.get(url)
@@ -358,6 +376,9 @@ def test_history_pages_cost_the_same_queries_whatever_their_size_or_depth(
         "before=0",
         "before=x",
         "after=1&before=5",
+        "since_seq=-1",
+        "since_seq=x",
+        "since_seq=3&after=2",
     ],
 )
 def test_history_refuses_bad_query_parameters(auth_client, user, make_chat, query):

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.test import override_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from messaging import events
+from messaging import events, services
 from messaging.models import ChatMember, Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -425,18 +425,41 @@ async def test_typing_reaches_other_members_but_not_the_typer(ws, user, other_us
 
 # --- Live membership ------------------------------------------------------------------------------
 
+on_db = database_sync_to_async
 
-async def test_a_member_added_while_connected_gets_the_chats_events(
+
+async def receive_all(socket, seconds: float = 0.4) -> list[dict]:
+    """Every event that arrives within `seconds` (after the last one)."""
+    frames = []
+    while not await socket.receive_nothing(timeout=seconds):
+        frames.append(await receive(socket))
+    return frames
+
+
+async def test_a_member_added_while_connected_gets_the_chat_then_its_events(
     ws, user, other_user, make_chat
 ):
-    chat = await database_sync_to_async(make_chat)(user)
+    chat = await on_db(make_chat)(user)
     newcomer = await ws(other_user)
     sender = await ws(user)
 
-    await database_sync_to_async(chat.members.add)(other_user)
-    await newcomer.receive_nothing(timeout=0.2)  # Let the join reach the socket.
+    await on_db(services.chat_members_add)(actor=user, chat_id=chat.pk, user_ids=[other_user.pk])
+    updated = await receive(newcomer)
     await send(sender, type="new_message", chat_id=chat.pk, text="welcome")
 
+    assert updated["type"] == "chat_updated"
+    assert updated["chat"]["id"] == chat.pk
+    assert [m["id"] for m in updated["chat"]["members"]] == [user.pk, other_user.pk]
+    assert set(updated["chat"]) == {
+        "id",
+        "title",
+        "members",
+        "created_at",
+        "kind",
+        "owner_id",
+        "seq",
+    }
+    assert (await receive(sender))["type"] == "chat_updated"  # The owner's view changed too.
     assert (await receive(newcomer))["message"]["text"] == "welcome"
     await receive(sender)
     await send(newcomer, type="typing", chat_id=chat.pk)
@@ -444,35 +467,59 @@ async def test_a_member_added_while_connected_gets_the_chats_events(
 
 
 async def test_a_message_sent_right_after_a_join_is_not_missed(ws, user, other_user, make_chat):
-    chat = await database_sync_to_async(make_chat)(user)
+    chat = await on_db(make_chat)(user)
     newcomer = await ws(other_user)
     sender = await ws(user)
 
     # No pause: the message may commit before the socket has subscribed to the chat.
-    await database_sync_to_async(chat.members.add)(other_user)
+    await on_db(chat.members.add)(other_user)
     await send(sender, type="new_message", chat_id=chat.pk, text="right away")
 
-    assert (await receive(newcomer))["message"]["text"] == "right away"
-    assert await newcomer.receive_nothing(timeout=0.5)
+    frames = await receive_all(newcomer)
+    assert [f["type"] for f in frames] == ["chat_updated", "new_message"]
+    assert frames[1]["message"]["text"] == "right away"
 
 
-async def test_a_removed_member_stops_getting_events_at_once(ws, user, other_user, pair_chat):
+async def test_a_removed_member_gets_chat_removed_then_nothing_of_the_chat(
+    ws, user, other_user, pair_chat
+):
     leaver, sender = await ws(other_user), await ws(user)
 
-    await database_sync_to_async(pair_chat.members.remove)(other_user)
-    await leaver.receive_nothing(timeout=0.2)
-    await send(sender, type="new_message", chat_id=pair_chat.pk, text="after you left")
-    await receive(sender)
+    # No pause between the removal and the messages that follow it.
+    await on_db(services.chat_member_remove)(
+        actor=user, chat_id=pair_chat.pk, user_id=other_user.pk
+    )
+    for i in range(5):
+        await send(sender, type="new_message", chat_id=pair_chat.pk, text=f"after you left {i}")
+        await send(sender, type="typing", chat_id=pair_chat.pk)
 
-    assert await leaver.receive_nothing(timeout=0.3)
+    assert await receive_all(leaver) == [{"type": "chat_removed", "chat_id": pair_chat.pk}]
     await send(leaver, type="new_message", chat_id=pair_chat.pk, text="let me in")
     await expect_error(leaver, "not_found")
+    await send(leaver, type="typing", chat_id=pair_chat.pk)
+    await expect_error(leaver, "not_found")
+
+
+async def test_a_removal_whose_announcement_was_lost_still_stops_every_event(
+    ws, user, other_user, pair_chat
+):
+    """The gate reads the membership again when a change carries a newer revision, so a
+    socket that never heard of its removal still gets nothing committed after it."""
+    leaver, sender = await ws(other_user), await ws(user)
+    with mock.patch.object(events, "membership_changed"):  # The hint is lost.
+        await on_db(pair_chat.members.remove)(other_user)
+
+    await send(sender, type="new_message", chat_id=pair_chat.pk, text="secret")
+
+    assert await receive_all(leaver) == [{"type": "chat_removed", "chat_id": pair_chat.pk}]
+    sent = [f for f in await receive_all(sender) if f["type"] == "new_message"]
+    assert [f["message"]["text"] for f in sent] == ["secret"]
 
 
 async def test_membership_changes_apply_in_the_order_they_were_made(
     ws, user, other_user, make_chat
 ):
-    chat = await database_sync_to_async(make_chat)(user)
+    chat = await on_db(make_chat)(user)
     flapper, sender = await ws(other_user), await ws(user)
 
     def add_remove_add_remove() -> None:
@@ -480,12 +527,142 @@ async def test_membership_changes_apply_in_the_order_they_were_made(
             chat.members.add(other_user)
             chat.members.remove(other_user)
 
-    await database_sync_to_async(add_remove_add_remove)()
-    await flapper.receive_nothing(timeout=0.3)
+    await on_db(add_remove_add_remove)()
     await send(sender, type="new_message", chat_id=chat.pk, text="you are out")
-    await receive(sender)
 
-    assert await flapper.receive_nothing(timeout=0.3)
+    frames = await receive_all(flapper)
+    assert all(frame["type"] in {"chat_updated", "chat_removed"} for frame in frames)
+    assert frames == [] or frames[-1]["type"] == "chat_removed"
+    await send(flapper, type="new_message", chat_id=chat.pk, text="let me in")
+    await expect_error(flapper, "not_found")
+
+
+async def test_a_member_removed_and_added_back_misses_what_was_said_meanwhile(
+    ws, user, other_user, pair_chat
+):
+    returner, sender = await ws(other_user), await ws(user)
+
+    await on_db(pair_chat.members.remove)(other_user)
+    await on_db(services.message_send)(author=user, chat_id=pair_chat.pk, text="behind your back")
+    await on_db(pair_chat.members.add)(other_user)
+    await send(sender, type="new_message", chat_id=pair_chat.pk, text="welcome back")
+
+    frames = await receive_all(returner)
+    texts = [f["message"]["text"] for f in frames if "message" in f]
+    assert texts == ["welcome back"], frames
+
+
+async def test_a_sender_never_gets_its_message_twice_right_after_creating_a_chat(
+    ws, user, other_user
+):
+    socket = await ws(user)
+
+    for round_ in range(10):
+        chat = await on_db(services.chat_create)(creator=user, member_ids=[other_user.pk])
+        await send(socket, type="new_message", chat_id=chat.pk, text=f"first {round_}")
+        frames = [await receive(socket)]
+        while frames[-1]["type"] != "new_message":
+            frames.append(await receive(socket))
+        frames += await receive_all(socket, seconds=0.25)
+
+        kinds = [frame["type"] for frame in frames]
+        assert kinds == ["chat_updated", "new_message"], (round_, frames)
+
+
+async def test_a_rename_and_an_owner_leaving_reach_every_member(
+    ws, user, other_user, make_user, make_chat
+):
+    third = await on_db(make_user)()
+    chat = await on_db(make_chat)(user, [other_user, third])
+    owner, heir, bystander = await ws(user), await ws(other_user), await ws(third)
+
+    await on_db(services.chat_rename)(actor=user, chat_id=chat.pk, title="Renamed")
+    for socket in (owner, heir, bystander):
+        event = await receive(socket)
+        assert (event["type"], event["chat"]["title"]) == ("chat_updated", "Renamed")
+
+    await on_db(services.chat_leave)(user=user, chat_id=chat.pk)
+
+    assert await receive_all(owner) == [{"type": "chat_removed", "chat_id": chat.pk}]
+    for socket in (heir, bystander):
+        event = await receive(socket)
+        assert event["type"] == "chat_updated"
+        assert event["chat"]["owner_id"] == other_user.pk
+        assert [m["id"] for m in event["chat"]["members"]] == [other_user.pk, third.pk]
+
+
+async def test_a_direct_chat_is_announced_to_both_sides(ws, user, other_user):
+    mine, theirs = await ws(user), await ws(other_user)
+
+    chat, _ = await on_db(services.chat_direct_open)(user=user, other_id=other_user.pk)
+
+    for socket in (mine, theirs):
+        event = await receive(socket)
+        assert event["type"] == "chat_updated"
+        assert (event["chat"]["id"], event["chat"]["kind"]) == (chat.pk, "direct")
+
+
+# --- Changes: edits, deletions, reactions ---------------------------------------------------------
+
+
+async def test_changes_reach_every_socket_in_seq_order_the_actors_included(
+    ws, user, other_user, pair_chat, make_message
+):
+    message = await on_db(make_message)(pair_chat, user, "typo")
+    author, friend = await ws(user), await ws(other_user)
+
+    await on_db(services.message_edit)(
+        editor=user, chat_id=pair_chat.pk, message_id=message.pk, text="fixed"
+    )
+    await on_db(services.reaction_add)(
+        user=other_user, chat_id=pair_chat.pk, message_id=message.pk, emoji="👍"
+    )
+    await send(friend, type="new_message", chat_id=pair_chat.pk, text="nice")
+    friend_frames = [await receive(friend)]
+    while friend_frames[-1]["type"] != "new_message":  # Sent (seq 4) before the deletion.
+        friend_frames.append(await receive(friend))
+    await on_db(services.message_delete)(actor=user, chat_id=pair_chat.pk, message_id=message.pk)
+    friend_frames += await receive_all(friend)
+    author_frames = await receive_all(author)
+
+    assert author_frames == friend_frames
+    assert [f["type"] for f in author_frames] == [
+        "message_updated",
+        "message_updated",
+        "new_message",
+        "message_updated",
+    ]
+    assert [f["message"]["seq"] for f in author_frames] == [2, 3, 4, 5]
+    edited, reacted, _, deleted = (f["message"] for f in author_frames)
+    assert (edited["text"], edited["edited_at"] is not None) == ("fixed", True)
+    assert reacted["reactions"] == {"👍": [other_user.pk]}
+    assert (deleted["deleted"], deleted["text"], deleted["reactions"]) == (True, "", {})
+
+
+async def test_a_lost_broadcast_of_an_edit_is_filled_from_the_database(
+    ws, user, other_user, pair_chat, make_message
+):
+    message = await on_db(make_message)(pair_chat, user, "one")
+    friend = await ws(other_user)
+    real_publish = events._publish
+
+    def lose_the_edit(group, payload, **kwargs):
+        if payload.get("type") == "chat.change" and not payload["new"]:
+            return  # Redis dropped it.
+        real_publish(group, payload, **kwargs)
+
+    with mock.patch.object(events, "_publish", lose_the_edit):
+        await on_db(services.message_edit)(
+            editor=user, chat_id=pair_chat.pk, message_id=message.pk, text="edited"
+        )
+    await on_db(services.message_send)(author=user, chat_id=pair_chat.pk, text="two")
+
+    frames = await receive_all(friend, seconds=0.8)
+    assert [(f["type"], f["message"]["seq"]) for f in frames] == [
+        ("message_updated", 2),
+        ("new_message", 3),
+    ]
+    assert frames[0]["message"]["text"] == "edited"
 
 
 # --- Limits ---------------------------------------------------------------------------------------

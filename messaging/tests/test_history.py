@@ -1,4 +1,4 @@
-"""The history page's two reads in SQL (messaging/history.py), against what the ORM says."""
+"""The history page's reads in SQL (messaging/history.py), against what the ORM says."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from accounts.models import User
 from messaging import events, history, services
+from messaging.history import ChatPosition
 from messaging.models import Chat, ChatMember, Message
 
 
@@ -31,10 +32,14 @@ def shapes(rows: list) -> list[dict]:
     return [events.message_data(row) for row in rows]
 
 
+def at(messages: list[Message], index: int = -1) -> ChatPosition:
+    return ChatPosition(newest_id=messages[index].pk, seq=messages[index].seq)
+
+
 def test_a_page_is_the_message_objects_the_orm_gives(chat_with_history) -> None:
     chat, messages = chat_with_history
 
-    page = history.message_page(chat.pk, limit=10, newest_id=messages[-1].pk)
+    page = history.message_page(chat.pk, limit=10, position=at(messages))
 
     # The same contract objects, the time zone and its "Z" included, on PostgreSQL and SQLite.
     assert shapes(page) == shapes(messages[::-1])
@@ -44,41 +49,68 @@ def test_a_page_is_the_message_objects_the_orm_gives(chat_with_history) -> None:
 def test_pages_before_and_after_an_id_in_their_order(chat_with_history) -> None:
     chat, messages = chat_with_history
     ids = [message.pk for message in messages]
+    now = at(messages)
 
-    newest = ids[-1]
-
-    newest_first = history.message_page(chat.pk, limit=2, newest_id=newest, before=ids[3])
-    oldest_first = history.message_page(chat.pk, limit=2, newest_id=newest, after=ids[1])
-    from_start = history.message_page(chat.pk, limit=10, newest_id=newest, after=0)
+    newest_first = history.message_page(chat.pk, limit=2, position=now, before=ids[3])
+    oldest_first = history.message_page(chat.pk, limit=2, position=now, after=ids[1])
+    from_start = history.message_page(chat.pk, limit=10, position=now, after=0)
 
     assert [row.pk for row in newest_first] == [ids[2], ids[1]]
     assert [row.pk for row in oldest_first] == [ids[2], ids[3]]
     assert [row.pk for row in from_start] == ids
-    assert history.message_page(chat.pk, limit=5, newest_id=newest, after=ids[-1]) == []
+    assert history.message_page(chat.pk, limit=5, position=now, after=ids[-1]) == []
 
 
-def test_an_after_page_stops_at_the_newest_id_it_was_given(chat_with_history) -> None:
-    """A message committed after the request read the chat's newest id is the next page's."""
+def test_pages_stop_where_the_chat_stood_when_the_request_began(chat_with_history) -> None:
+    """A message committed after the request read the chat's position is the next page's."""
     chat, messages = chat_with_history
     ids = [message.pk for message in messages]
 
-    page = history.message_page(chat.pk, limit=10, newest_id=ids[2], after=ids[0])
+    after = history.message_page(chat.pk, limit=10, position=at(messages, 2), after=ids[0])
+    since = history.message_page(chat.pk, limit=10, position=at(messages, 2), since_seq=1)
+    newest = history.message_page(chat.pk, limit=10, position=at(messages, 2))
 
-    assert [row.pk for row in page] == ids[1:3]
+    assert [row.pk for row in after] == ids[1:3]
+    assert [row.pk for row in since] == ids[1:3]
+    assert [row.pk for row in newest] == ids[2::-1]
 
 
-def test_member_cursors_lists_every_member_by_user_id_and_the_newest_message(
+def test_a_since_seq_page_is_every_change_after_it_by_seq(chat_with_history, user) -> None:
+    chat, messages = chat_with_history
+    services.message_edit(editor=user, chat_id=chat.pk, message_id=messages[0].pk, text="new")
+    services.reaction_add(user=user, chat_id=chat.pk, message_id=messages[3].pk, emoji="👍")
+    services.message_delete(actor=user, chat_id=chat.pk, message_id=messages[2].pk)
+    chat.refresh_from_db()
+
+    page = history.message_page(
+        chat.pk, limit=10, position=ChatPosition(messages[-1].pk, chat.seq), since_seq=4
+    )
+    rows = dict(history.with_reactions(page))
+
+    # seq 5 is the last send; then the edit (6), the reaction (7) and the deletion (8).
+    assert [(row.pk, row.seq) for row in page] == [
+        (messages[4].pk, 5),
+        (messages[0].pk, 6),
+        (messages[3].pk, 7),
+        (messages[2].pk, 8),
+    ]
+    assert [row.text for row in page] == ["m4", "new", "m3", ""]
+    assert page[1].edited_at is not None and page[3].deleted
+    assert [rows[row] for row in page] == [{}, {}, {"👍": [user.pk]}, {}]
+
+
+def test_member_cursors_lists_every_member_by_user_id_and_where_the_chat_stands(
     chat_with_history, user: User, other_user: User
 ) -> None:
     chat, messages = chat_with_history
     ChatMember.objects.filter(chat=chat, user=other_user).update(last_read_message=None)
 
-    cursors, newest_id = history.member_cursors(chat.pk)
+    cursors, position = history.member_cursors(chat.pk)
 
     expected_user_cursor = ChatMember.objects.get(chat=chat, user=user).last_read_message_id
     assert cursors == sorted([(user.pk, expected_user_cursor), (other_user.pk, None)])
-    assert newest_id == messages[-1].pk
+    assert position == ChatPosition(newest_id=messages[-1].pk, seq=5)
 
 
 def test_member_cursors_of_a_chat_that_does_not_exist_is_empty(db: None) -> None:
-    assert history.member_cursors(2**62) == ([], None)
+    assert history.member_cursors(2**62) == ([], ChatPosition(None, 0))

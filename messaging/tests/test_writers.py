@@ -42,7 +42,7 @@ def stored_texts(chat_id: int) -> list[str]:
     )
 
 
-async def test_a_batch_stores_every_send_in_order_with_its_previous_id(
+async def test_a_batch_stores_every_send_in_order_with_consecutive_seqs(
     user, other_user, make_chat, monkeypatch
 ):
     chat = await database_sync_to_async(make_chat)(user, [other_user])
@@ -65,7 +65,7 @@ async def test_a_batch_stores_every_send_in_order_with_its_previous_id(
     assert all(o.created for o in outcomes)
     ids = [o.message.pk for o in outcomes]
     assert ids == sorted(ids)
-    assert [o.previous_id for o in outcomes] == [None, *ids[:-1]]
+    assert [o.message.seq for o in outcomes] == [1, 2, 3, 4]
     assert await database_sync_to_async(stored_texts)(chat.pk) == ["m0", "m1", "m2", "m3"]
     assert batches == [4]  # One transaction for the four.
 
@@ -87,7 +87,7 @@ async def test_a_refused_send_fails_alone_and_a_repeat_in_the_same_batch_is_answ
     assert isinstance(refused, NotFound)
     assert first.created and not repeat.created
     assert repeat.message.pk == first.message.pk and repeat.message.text == "first"
-    assert second.created and second.previous_id == first.message.pk
+    assert second.created and second.message.seq == first.message.seq + 1
     assert await database_sync_to_async(stored_texts)(chat.pk) == ["first", "second"]
 
 
@@ -104,7 +104,7 @@ async def test_a_database_error_in_a_batch_fails_only_its_own_send(user, other_u
 
     assert isinstance(broken, Exception) and not isinstance(broken, NotFound)
     assert before.created and after.created
-    assert after.previous_id == before.message.pk
+    assert after.message.seq == before.message.seq + 1
     assert await database_sync_to_async(stored_texts)(chat.pk) == ["before", "after"]
 
 

@@ -1,0 +1,1 @@
+"""Tests of the chat page: its HTTP side, and the page itself in Chromium."""
