@@ -2,16 +2,24 @@
 
 Each attack token is tried on an authenticated HTTP endpoint (401) and on the WebSocket
 (refused, or closed with 4401 before any event). The session cookie of a logged-in admin must
-open neither: only an access token authenticates.
+open neither: only an access token authenticates. The same tokens in an in-band
+`{"type": "auth"}` close the socket with 4401.
+
+Sessions on two real instances: a password change, a logout or a deactivation through one holds
+on the other at once, over HTTP and on the sockets (closed with 4401 within 2 s everywhere);
+bad logouts and password changes are 4xx; forged X-Forwarded-For headers do not dodge the
+per-IP login throttle, with or without a trusted proxy in front.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import itertools
 import json
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,14 +29,19 @@ from typing import Any
 import jwt
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from accounts.models import User
+from accounts.tokens import AccessToken as VersionedAccessToken
 from chatproject.devkey import PUBLIC_DEVELOPMENT_KEY as DEV_SECRET_KEY
 from conftest import PASSWORD, access_token
-from liveserver.processes import DaphneServer
+from liveserver.processes import PROJECT_DIR, DaphneServer
 from tests_adversarial.live import Cluster, running_cluster
 from tests_adversarial.sockets import next_output
 
@@ -462,3 +475,145 @@ def test_behind_a_trusted_proxy_throttles_count_the_address_it_appended(proxied_
 
     assert same_client == [401] * 5 + [429] * 3
     assert other_client == 401
+
+
+# --- Renewing in band with a bad token --------------------------------------------------------
+
+
+async def test_auth_with_any_token_that_must_not_pass_closes_the_socket_with_4401(
+    ws, victim, intruder, make_user
+) -> None:
+    """Expired, forged, refresh, revoked and other users' tokens in `{"type": "auth"}`: the
+    socket that sent it is closed with 4401; a valid token of the same user renews it."""
+
+    def tokens() -> tuple[str, dict[str, str], str, str]:
+        bad = _attack_tokens(victim, intruder)
+        bad["another user's valid token"] = access_token(intruder)
+        changed = make_user()  # Changed their password after their first token.
+        before_change = str(VersionedAccessToken.for_user(changed))
+        changed.revoke_sessions()
+        after_change = str(VersionedAccessToken.for_user(changed))
+        return access_token(victim), bad, before_change, after_change
+
+    good, bad_tokens, before_change, after_change = await database_sync_to_async(tokens)()
+    cases = [(good, token, name) for name, token in bad_tokens.items()]
+    cases.append((after_change, before_change, "issued before a password change"))
+    for socket_token, auth_token, name in cases:
+        sock = await ws(token=socket_token)
+        await sock.send_json_to({"type": "auth", "token": auth_token})
+        assert await next_output(sock) == {"type": "websocket.close", "code": 4401}, name
+    # The control: the same user's fresh token renews the socket, which stays open.
+    sock = await ws(token=good)
+    await sock.send_json_to({"type": "auth", "token": good})
+    answer = await next_output(sock)
+    assert answer["type"] == "websocket.send", answer
+    assert json.loads(answer["text"])["type"] == "authenticated"
+
+
+# --- Sockets closed on every instance ------------------------------------------------------------
+
+
+async def _open(url: str) -> ClientConnection:
+    return await ws_connect(url, open_timeout=20)
+
+
+async def _closed_within(sock: ClientConnection, seconds: float) -> int | None:
+    """The close code if the server closed the socket within `seconds`, else None."""
+    try:
+        await asyncio.wait_for(sock.wait_closed(), seconds)
+    except TimeoutError:
+        return None
+    return sock.close_code
+
+
+async def _refused(url: str) -> bool:
+    """Refused at the handshake, or accepted and closed with 4401 before any event."""
+    try:
+        sock = await _open(url)
+    except InvalidStatus:
+        return True
+    try:
+        await asyncio.wait_for(sock.recv(), 5)
+    except ConnectionClosed:
+        return sock.close_code == 4401
+    finally:
+        await sock.close()
+    return False  # An event came: the socket was open.
+
+
+def _deactivate_in_another_process(cluster: Cluster, user_id: int) -> None:
+    """`user.is_active = False; user.save()` in code, as a management shell of the deployment
+    would run it (its own process, the cluster's database and Redis)."""
+    one = cluster.instances[0]
+    environment = one.environment()
+    result = subprocess.run(
+        [
+            one.python,
+            "manage.py",
+            "shell",
+            "-c",
+            "from accounts.models import User\n"
+            f"user = User.objects.get(pk={user_id})\n"
+            "user.is_active = False\n"
+            "user.save()\n",
+        ],
+        cwd=PROJECT_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@_live
+async def test_a_password_change_closes_the_users_sockets_on_every_instance_within_2_s(
+    sessions_cluster,
+) -> None:
+    _redis_flushed(sessions_cluster)
+    one, two = sessions_cluster.instances
+    user = await database_sync_to_async(_register)(one)
+    bystander = await database_sync_to_async(_register)(two)
+    tokens = await asyncio.to_thread(_login, one, user)
+    sockets_of_user = [
+        await _open(one.ws_url(token=tokens["access"])),
+        await _open(two.ws_url(token=tokens["access"])),
+        await _open(two.ws_url(token=tokens["access"])),
+    ]
+    bystander_sock = await _open(one.ws_url(token=access_token(bystander)))
+    try:
+        status, _ = await asyncio.to_thread(
+            _request,
+            two,
+            "POST",
+            "/users/me/password",
+            {"old_password": PASSWORD, "new_password": NEW_PASSWORD},
+            token=tokens["access"],
+        )
+        assert status == 204
+        codes = await asyncio.gather(*(_closed_within(s, 2.0) for s in sockets_of_user))
+        assert codes == [4401, 4401, 4401]
+        # Someone else's socket is untouched, and the old token opens nothing any more.
+        assert await _closed_within(bystander_sock, 0.3) is None
+        assert await _refused(one.ws_url(token=tokens["access"]))
+    finally:
+        for sock in [*sockets_of_user, bystander_sock]:
+            await sock.close()
+
+
+@_live
+async def test_a_deactivation_in_code_closes_the_users_sockets_on_every_instance_within_2_s(
+    sessions_cluster,
+) -> None:
+    _redis_flushed(sessions_cluster)
+    one, two = sessions_cluster.instances
+    user = await database_sync_to_async(_register)(two)
+    token = await database_sync_to_async(access_token)(user)
+    socks = [await _open(one.ws_url(token=token)), await _open(two.ws_url(token=token))]
+    try:
+        await asyncio.to_thread(_deactivate_in_another_process, sessions_cluster, user.pk)
+        codes = await asyncio.gather(*(_closed_within(s, 2.0) for s in socks))
+        assert codes == [4401, 4401]
+    finally:
+        for sock in socks:
+            await sock.close()
