@@ -297,6 +297,11 @@ def test_page_reconnects_after_its_instance_restarts_and_shows_what_it_missed(
     expect(alice_page.get_by_text("Connection lost")).to_be_visible()
     send(alice_page, "written while offline")
     expect(messages(alice_page).last).to_contain_text("Waiting for the connection")
+    # An edit of an old message: only `since_seq` (not `after`) brings it back.
+    composer(bob_page).press("ArrowUp")
+    bob_page.get_by_role("textbox", name="Edit message").fill("before the restart, edited")
+    bob_page.get_by_role("textbox", name="Edit message").press("Enter")
+    expect(messages(bob_page).first).to_contain_text("(edited)")
     missed = [f"missed {n}" for n in range(1, 6)]
     for text in missed:
         send(bob_page, text)
@@ -304,12 +309,13 @@ def test_page_reconnects_after_its_instance_restarts_and_shows_what_it_missed(
 
     started = time.monotonic()
     cluster.one.restart()
-    expected = ["before the restart", *missed, "written while offline"]
+    expected = ["before the restart, edited", *missed, "written while offline"]
     expect(alice_page.get_by_text("Connection lost")).to_be_hidden()
     expect(messages(alice_page)).to_have_count(len(expected))
     expect(alice_page.get_by_text("Waiting for the connection")).to_have_count(0)
     print(f"page back in step {time.monotonic() - started:.1f} s after the restart began")
     assert message_texts(alice_page) == expected
+    expect(messages(alice_page).first).to_contain_text("(edited)")
     expect(messages(bob_page)).to_have_count(len(expected))
     assert message_texts(bob_page) == expected
     assert data.count(chat, text="written while offline") == 1
@@ -422,12 +428,14 @@ def test_access_token_is_renewed_before_expiry_and_sent_on_the_open_socket(
     data.group(alice, bob, title="Renewal")
     sockets: list[Any] = []
     frames: list[str] = []
+    received: list[str] = []
     record: list[str] = []
     page = pages.open(cluster.two, record=record)
 
     def opened(socket: Any) -> None:
         sockets.append(socket)
         socket.on("framesent", lambda payload: frames.append(str(payload)))
+        socket.on("framereceived", lambda payload: received.append(str(payload)))
 
     page.on("websocket", opened)
     with page.expect_request("**/users/token/refresh", timeout=WAIT_MS) as renewal:
@@ -442,10 +450,117 @@ def test_access_token_is_renewed_before_expiry_and_sent_on_the_open_socket(
     stored = page.evaluate("JSON.parse(localStorage.getItem('chat.session')).access")
     assert stored in auth[0]
     page.wait_for_timeout(2_000)  # Past the first token's expiry.
+    assert any('"type":"authenticated"' in frame for frame in received), received
+    # The server closes a socket whose token expired (4401) unless it was renewed in band.
     assert len(sockets) == 1, "the socket lived on with the renewed token"
     chat_item(page, "Renewal").click()
     send(page, "still here")
     expect(messages(page).last).not_to_contain_text("Sending")
+
+
+def call_api(
+    instance: DaphneServer, method: str, path: str, user: User, body: Any = None
+) -> tuple[int, Any]:
+    """One HTTP call as `user`, from outside the page (another device, say)."""
+    request = urllib.request.Request(
+        instance.http_url(path),
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {RefreshToken.for_user(user).access_token}",
+        },
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def test_chats_made_elsewhere_appear_live_and_the_owner_manages_members(
+    cluster: Any, pages: Pages, data: Data, screenshot: Callable[[Any, str], Path]
+) -> None:
+    alice, bob, carol = data.person("alice"), data.person("bob"), data.person("carol")
+    alice_page = pages.open(cluster.one, user=alice)
+    bob_page = pages.open(cluster.two, user=bob)
+
+    status, chat = call_api(
+        cluster.one, "POST", "/chats", alice, {"title": "Planning", "member_ids": [bob.pk]}
+    )
+    assert status == 201
+    expect(chat_item(bob_page, "Planning")).to_be_visible()  # chat_updated, no reload.
+    status, direct = call_api(cluster.two, "POST", "/chats/direct", carol, {"user_id": bob.pk})
+    assert status == 201
+    expect(chat_item(bob_page, carol.username)).to_be_visible()  # The other person's name.
+
+    chat_item(alice_page, "Planning").click()
+    chat_item(bob_page, "Planning").click()
+    send(alice_page, "Agenda for Monday")
+    expect(messages(bob_page)).to_have_count(1)
+    alice_page.get_by_role("button", name="Members").click()
+    panel = alice_page.get_by_role("dialog", name="Members of Planning")
+    expect(panel.get_by_role("list", name="Members").get_by_role("listitem")).to_have_count(2)
+    panel.get_by_label("Chat name").fill("Planning Q3")
+    panel.get_by_role("button", name="Rename").click()
+    expect(chat_item(bob_page, "Planning Q3")).to_be_visible()
+    expect(bob_page.get_by_role("heading", name="Planning Q3")).to_be_visible()
+    screenshot(alice_page, "members-panel")
+    panel.get_by_role("button", name=f"Remove {bob.username}").click()
+    expect(panel.get_by_role("list", name="Members").get_by_role("listitem")).to_have_count(1)
+    # chat_removed: gone from Bob's list, and his open chat closes.
+    expect(chat_item(bob_page, "Planning Q3")).to_have_count(0)
+    expect(bob_page.get_by_role("list", name="Messages")).to_be_hidden()
+    expect(chat_item(bob_page, carol.username)).to_be_visible()
+    alice_page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    assert direct["kind"] == "direct"
+
+
+def test_edit_delete_and_react_show_on_both_pages(
+    cluster: Any, pages: Pages, data: Data, screenshot: Callable[[Any, str], Path]
+) -> None:
+    alice, bob = data.person("alice"), data.person("bob")
+    data.group(alice, bob, title="Edits")
+    alice_page = pages.open(cluster.one, user=alice)
+    bob_page = pages.open(cluster.two, user=bob)
+    for page in (alice_page, bob_page):
+        chat_item(page, "Edits").click()
+    for text in ("one", "two", "three"):
+        send(alice_page, text)
+    expect(messages(bob_page)).to_have_count(3)
+
+    composer(alice_page).press("ArrowUp")  # Edits your last message.
+    editor = alice_page.get_by_role("textbox", name="Edit message")
+    expect(editor).to_have_value("three")
+    editor.fill("three, corrected")
+    editor.press("Enter")
+    expect(messages(bob_page).last).to_contain_text("three, corrected")
+    expect(messages(bob_page).last).to_contain_text("(edited)")
+
+    first = messages(bob_page).first
+    first.hover()
+    first.get_by_role("button", name="Add reaction").click()
+    bob_page.get_by_role("button", name="React with 👍").click()
+    reacted = messages(alice_page).first.get_by_role("button", name=re.compile("1, by"))
+    expect(reacted).to_be_visible()
+    chip = messages(bob_page).first.get_by_role("button", name=re.compile("1, by you"))
+    expect(chip).to_have_attribute("aria-pressed", "true")
+
+    second = messages(alice_page).nth(1)
+    second.hover()
+    second.get_by_role("button", name="Delete").click()
+    alice_page.get_by_role("button", name="Yes, delete").click()
+    expect(messages(bob_page).nth(1)).to_contain_text("This message was deleted.")
+    expect(messages(alice_page).nth(1)).to_contain_text("This message was deleted.")
+    # Bob may not edit or delete Alice's messages: no such buttons on them.
+    messages(bob_page).first.hover()
+    expect(messages(bob_page).first.get_by_role("button", name="Edit")).to_have_count(0)
+    alice_page.get_by_role("list", name="Messages").click(position={"x": 5, "y": 5})
+    screenshot(alice_page, "edits-and-reactions")
+    chip.click()  # Toggles Bob's reaction off.
+    expect(messages(alice_page).first.get_by_role("button", name=re.compile("by"))).to_have_count(0)
 
 
 def test_log_out_revokes_the_refresh_token_and_forgets_both(
@@ -504,7 +619,11 @@ def test_phone_layout_keyboard_and_dark_mode(
     page.keyboard.press("Escape")
     expect(page.get_by_role("dialog", name="New chat")).to_be_hidden()
     expect(page.get_by_role("button", name="New chat")).to_be_focused()
-    page.get_by_role("link").filter(has_text="Design review").focus()
+    # Chromium moves Tab's starting point out of a closed dialog a moment after focus is back
+    # (a Tab within ~0.3 s of the Escape leaves the page); a person's next key comes later.
+    page.wait_for_timeout(500)
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link").filter(has_text="Design review")).to_be_focused()
     page.keyboard.press("Enter")
     expect(composer(page)).to_be_focused()
     page.keyboard.type("Typed without a mouse")

@@ -18,19 +18,12 @@ export class Panel {
       ),
       this.body,
     );
-    // Escape closes the panel from anywhere in it (a search box would only clear itself).
-    this.element.addEventListener("keydown", (event) => {
-      if (event.key === "Escape") {
-        event.preventDefault();
-        this.close();
-      }
-    });
     this.element.addEventListener("click", (event) => {
       if (event.target === this.element) this.close();
     });
     this.element.addEventListener("close", () => {
       this.onClose?.();
-      if (this.opener?.isConnected) this.opener.focus();
+      this.restoreFocus();
     });
   }
 
@@ -40,6 +33,19 @@ export class Panel {
   }
 
   close() {
-    if (this.element.open) this.element.close();
+    if (!this.element.open) return;
+    this.element.close();
+    this.restoreFocus();
+  }
+
+  /** Back to the element that opened the panel. Chromium restores focus itself but leaves
+   * Tab's starting point inside the closed dialog (Tab then leaves the page); blurring first
+   * makes focus() move that starting point too. */
+  restoreFocus() {
+    const opener = this.opener;
+    this.opener = null;
+    if (!opener?.isConnected) return;
+    if (document.activeElement === opener) opener.blur();
+    opener.focus();
   }
 }

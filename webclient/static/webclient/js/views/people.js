@@ -16,7 +16,7 @@ export class PeopleSearch {
     const id = uid("people");
     this.input = h("input", {
       id,
-      type: "search",
+      type: "text", // Not "search": Escape there clears the box instead of closing the panel.
       autocomplete: "off",
       autocapitalize: "none",
       spellcheck: "false",
