@@ -136,10 +136,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     }
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # SQLite (the embedded mode of `make run`) under concurrent writers: the writer threads,
+    # HTTP requests and the admin each write from a connection of their own.
+    # - transaction_mode IMMEDIATE: a transaction takes the write lock at BEGIN. In SQLite's
+    #   default (DEFERRED) it starts as a reader and upgrades at its first write; when another
+    #   connection writes meanwhile, the upgrade fails at once with "database is locked" (the
+    #   busy timeout cannot help: waiting would deadlock), which became 500s and server_errors
+    #   (docs/performance.md, "The embedded mode").
+    # - WAL: readers never wait for the writer, nor the writer for readers; synchronous=NORMAL
+    #   is the setting SQLite recommends with WAL (durable across crashes of the process, a
+    #   power loss may drop the last commits: a development database).
+    # - timeout: how long a connection waits for the write lock (seconds) before giving up.
     sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
-    # Wait for SQLite's write lock instead of failing at once under concurrent writers; take
-    # it when a transaction begins (a read that later writes cannot then be refused halfway,
-    # "database is locked", which no wait avoids); readers never wait for a writer (WAL).
     sqlite_options.setdefault("timeout", 20)
     sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
     sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
