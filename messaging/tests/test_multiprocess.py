@@ -23,13 +23,12 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from accounts.models import User
-from conftest import IN_CI, PASSWORD, access_token
+from conftest import IN_CI, access_token
 from liveserver.processes import (
     DaphneServer,
     ManagedProcess,
@@ -637,38 +636,3 @@ async def test_membership_holds_across_a_redis_restart_with_its_announcements_lo
     for live in (owner_1, stayer_2, joiner_2):
         assert_once_each_in_id_order(live, chat)
     assert_no_errors([owner_1, stayer_2, joiner_2, *leaver_sockets])
-
-
-# --- Sessions end on every instance ------------------------------------------------------------
-
-
-async def test_a_password_change_closes_the_users_sockets_on_every_instance_within_2_s(
-    cluster: Cluster, make_group: Callable[[int], Awaitable[Group]], open_socket: OpenSocket
-) -> None:
-    group = await make_group(2)
-    user, friend = group.users
-    # The tests hash with MD5 (fast); the instances, with production settings, check only the
-    # production hashers.
-    hasher = PBKDF2PasswordHasher()
-    user.password = hasher.encode(PASSWORD, hasher.salt())
-    await database_sync_to_async(user.save)(update_fields=["password"])
-    on_one = await open_socket(cluster.one, user, "user@1")
-    on_two = await open_socket(cluster.two, user, "user@2")
-    friend_2 = await open_socket(cluster.two, friend, "friend@2")
-
-    body = {"old_password": PASSWORD, "new_password": "another-long-unusual-passphrase-8"}
-    status = await asyncio.to_thread(call, cluster.one, user, "POST", "/users/me/password", body)
-    changed = time.monotonic()
-    assert status == 204
-    for live in (on_one, on_two):
-        async with asyncio.timeout(WAIT_SECONDS):
-            await live.reader
-        assert live.connection.close_code == 4401, live.name
-    took = time.monotonic() - changed
-    print(f"\nsockets on both instances closed {took:.2f} s after the password change")
-
-    assert took < 2
-    assert friend_2.reader is not None and not friend_2.reader.done()
-    # The old token opens nothing any more, on either instance.
-    for server in (cluster.one, cluster.two):
-        assert await close_code_of_new_socket(server, user) == 4401
