@@ -82,11 +82,19 @@ def running_cluster(
 
 
 def http_json(
-    url: str, *, token: str | None = None, body: dict[str, Any] | None = None, timeout: float = 10
+    url: str,
+    *,
+    token: str | None = None,
+    body: dict[str, Any] | None = None,
+    method: str | None = None,
+    timeout: float = 10,
 ) -> tuple[int, Any]:
-    """(status, JSON body) of one request; errors are answers too."""
+    """(status, JSON body or None) of one request; error statuses are answers too. A failure
+    to connect or to get an answer raises the OSError itself (ConnectionRefusedError: nothing
+    was sent; TimeoutError; ConnectionResetError...), not urllib's wrapper."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    method = method or ("POST" if data else "GET")
+    request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -100,16 +108,21 @@ def http_json(
             return error.code, json.loads(payload)
         except ValueError:
             return error.code, payload.decode(errors="replace")
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, OSError):
+            raise error.reason from error
+        raise
 
 
 async def ahttp_json(url: str, **kwargs: Any) -> tuple[int, Any]:
     return await asyncio.to_thread(http_json, url, **kwargs)
 
 
-async def catch_up(base_url: str, chat_id: int, after: int, token: str) -> list[dict[str, Any]]:
-    """Every message of the chat with id > after, oldest first, following `next`."""
+async def catch_up(base_url: str, chat_id: int, since_seq: int, token: str) -> list[dict[str, Any]]:
+    """Every message of the chat changed after `since_seq`, as it is now, by increasing seq,
+    following `next` (docs/websocket.md, "Staying in sync after a reconnect")."""
     messages: list[dict[str, Any]] = []
-    url: str | None = f"{base_url}/chats/{chat_id}/messages?after={after}&limit=200"
+    url: str | None = f"{base_url}/chats/{chat_id}/messages?since_seq={since_seq}&limit=200"
     while url:
         status, page = await ahttp_json(url, token=token)
         if status != 200:
