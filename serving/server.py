@@ -44,7 +44,7 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor, task
 
-from serving.backpressure import BoundedSendBuffer
+from serving.backpressure import BoundedWebSocketProtocol
 
 logger = logging.getLogger("serving.server")
 access_logger = logging.getLogger("chatproject.access")
@@ -99,7 +99,7 @@ class AccessLogger:
         access_logger.info(message, extra=fields)
 
 
-class ServerWebSocketProtocol(BoundedSendBuffer, WebSocketProtocol):
+class ServerWebSocketProtocol(BoundedWebSocketProtocol):
     """Daphne's WebSocket protocol, with a bounded send buffer and every close code."""
 
     def sendClose(self, code: int | None = None, reason: str | None = None) -> None:  # noqa: N802

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -11,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.test import override_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from messaging import events, services
+from messaging import events, limits, services
 from messaging.models import ChatMember, Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -119,9 +121,14 @@ async def test_a_foreign_browser_origin_is_refused(ws, user):
 
 
 @pytest.mark.parametrize("origin", [b"http://localhost:8000", b"http://127.0.0.1:3000"])
-async def test_an_allowed_origin_or_none_is_accepted(ws, user, origin):
-    await ws(user, headers=[(b"origin", origin)])
-    await ws(user)
+async def test_an_allowed_origin_or_none_is_accepted(ws, user, pair_chat, origin):
+    for headers in ([(b"origin", origin)], []):
+        socket = await ws(user, headers=headers, connected=False)
+
+        accepted, _ = await socket.connect()
+
+        assert accepted, headers
+        await still_works(socket, pair_chat)  # Accepted and kept: not closed with 4401 after.
 
 
 async def test_ws_allowed_origins_overrides_allowed_hosts(ws, user):
@@ -669,7 +676,7 @@ async def test_a_lost_broadcast_of_an_edit_is_filled_from_the_database(
 
 
 async def test_past_the_burst_events_are_rate_limited_and_the_socket_stays_open(
-    ws, user, pair_chat
+    ws, user, pair_chat, monkeypatch
 ):
     with override_settings(WS_RATE_BURST=3, WS_RATE_PER_SECOND=0.001):
         socket = await ws(user)
@@ -678,7 +685,13 @@ async def test_past_the_burst_events_are_rate_limited_and_the_socket_stays_open(
         await send(socket, type="new_message", chat_id=pair_chat.pk, text="too much")
 
         await expect_error(socket, "rate_limited")
-    assert await count_messages() == 0
+        assert await count_messages() == 0
+        # An hour later, as far as the budget can tell (it refills at 0.001/s): the same socket,
+        # still open, is served again.
+        an_hour_later = time.monotonic() + 3600
+        monkeypatch.setattr(limits, "time", SimpleNamespace(monotonic=lambda: an_hour_later))
+        await still_works(socket, pair_chat)
+    assert await count_messages() == 1
 
 
 async def test_a_frame_over_64_kib_closes_with_1009(ws, user, pair_chat):
