@@ -202,7 +202,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if _frame_size(text, message.get("bytes")) > settings.WS_MAX_FRAME_BYTES:
             await self.close(code=CLOSE_TOO_BIG)
             return
-        allowed = sockets.allow_event(self.user.pk)
+        allowed = await sockets.allow_event(self.user.pk)
         content, problem = _decode(text)
         if not allowed:
             # Echoed like any error, so the client knows which client_id to send again.

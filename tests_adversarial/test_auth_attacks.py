@@ -2,27 +2,47 @@
 
 Each attack token is tried on an authenticated HTTP endpoint (401) and on the WebSocket
 (refused, or closed with 4401 before any event). The session cookie of a logged-in admin must
-open neither: only an access token authenticates.
+open neither: only an access token authenticates. The same tokens in an in-band
+`{"type": "auth"}` close the socket with 4401.
+
+Sessions on two real instances: a password change, a logout or a deactivation through one holds
+on the other at once, over HTTP and on the sockets (closed with 4401 within 2 s everywhere);
+bad logouts and password changes are 4xx; forged X-Forwarded-For headers do not dodge the
+per-IP login throttle, with or without a trusted proxy in front.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import http.client
+import itertools
 import json
-from collections.abc import Callable
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import jwt
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from accounts.models import User
+from accounts.tokens import AccessToken as VersionedAccessToken
 from chatproject.devkey import PUBLIC_DEVELOPMENT_KEY as DEV_SECRET_KEY
 from conftest import PASSWORD, access_token
+from liveserver.processes import PROJECT_DIR, DaphneServer
+from tests_adversarial.live import Cluster, running_cluster
 from tests_adversarial.sockets import next_output
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -212,3 +232,388 @@ def test_login_answers_one_401_for_unknown_user_wrong_password_and_inactive_user
     assert {response.status_code for response in answers} == {401}
     assert len({response.content for response in answers}) == 1
     assert len({response.headers.get("WWW-Authenticate") for response in answers}) == 1
+
+
+# --- Sessions, on two real instances ----------------------------------------------------------
+# A password change, a logout or a deactivation made through one instance holds on the other at
+# once (the token version and the blacklist live in PostgreSQL, checked on every request), and
+# per-IP throttles count across instances and cannot be dodged with a forged X-Forwarded-For.
+
+LIVE = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.multiprocess]
+NEW_PASSWORD = "a-new-and-unusual-passphrase-9"
+# Small enough to reach in a few requests; the throttle counts across both instances (Redis).
+LIVE_LOGIN_RATE = "5/min"
+
+
+def _request(
+    instance: DaphneServer,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """(status, JSON body or None) of one request to a real instance."""
+    connection = http.client.HTTPConnection(instance.host, instance.port, timeout=20)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    try:
+        connection.request(method, path, json.dumps(body) if body is not None else None, sent)
+        response = connection.getresponse()
+        payload = response.read()
+        return response.status, json.loads(payload) if payload else None
+    finally:
+        connection.close()
+
+
+def _redis_flushed(cluster: Cluster) -> None:
+    """The cluster's own Redis (never the shared one) emptied: throttle counts start again."""
+    with socket.create_connection((cluster.redis.host, cluster.redis.port), timeout=5) as conn:
+        conn.sendall(b"FLUSHALL\r\n")
+        assert conn.recv(64).startswith(b"+OK")
+
+
+@pytest.fixture(scope="module")
+def sessions_cluster(
+    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Two instances as deployed without a proxy in front (TRUST_PROXY_HEADERS off)."""
+    env = {"THROTTLE_LOGIN": LIVE_LOGIN_RATE}
+    with running_cluster(tmp_path_factory.mktemp("sessions"), extra_env=env) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def proxied_cluster(
+    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Two instances behind a trusted proxy (TRUST_PROXY_HEADERS on)."""
+    env = {"THROTTLE_LOGIN": LIVE_LOGIN_RATE, "TRUST_PROXY_HEADERS": "1"}
+    with running_cluster(tmp_path_factory.mktemp("proxied"), extra_env=env) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def one_and_two(sessions_cluster: Cluster) -> tuple[DaphneServer, DaphneServer]:
+    _redis_flushed(sessions_cluster)
+    one, two = sessions_cluster.instances
+    return one, two
+
+
+_registered = itertools.count(1)
+
+
+def _register(instance: DaphneServer) -> User:
+    """A user registered through the instance (its password hashed the production way, which
+    the test settings' fast hasher is not)."""
+    username = f"live-{uuid.uuid4().hex[:8]}-{next(_registered)}"
+    status, body = _request(
+        instance, "POST", "/users/register", {"username": username, "password": PASSWORD}
+    )
+    assert status == 201, body
+    return User.objects.get(pk=body["id"])
+
+
+def _login(instance: DaphneServer, user: User, password: str = PASSWORD) -> dict[str, str]:
+    status, body = _request(
+        instance, "POST", "/users/login", {"username": user.username, "password": password}
+    )
+    assert status == 200, body
+    return body
+
+
+def _me(instance: DaphneServer, token: str) -> int:
+    return _request(instance, "GET", "/users/me", token=token)[0]
+
+
+def _refresh(instance: DaphneServer, refresh: str) -> int:
+    return _request(instance, "POST", "/users/token/refresh", {"refresh": refresh})[0]
+
+
+def _live(test: Callable) -> Callable:
+    """Needs PostgreSQL and Redis, and starts processes (skipped without, failed under CI)."""
+    for mark in LIVE:
+        test = mark(test)
+    return test
+
+
+@_live
+def test_a_password_change_on_one_instance_ends_every_session_on_both(one_and_two):
+    one, two = one_and_two
+    user = _register(one)
+    before = _login(one, user)
+    plain = access_token(user)  # simplejwt's own token, without a version: counts as 0.
+    assert _me(two, before["access"]) == 200
+
+    # Bad input first: a wrong old password, a weak new one, missing fields; nothing changes.
+    for body, field in (
+        ({"old_password": "not-it", "new_password": NEW_PASSWORD}, "old_password"),
+        ({"old_password": PASSWORD, "new_password": "12345678"}, "new_password"),
+        ({"old_password": PASSWORD, "new_password": user.username}, "new_password"),
+        ({"new_password": NEW_PASSWORD}, "old_password"),
+    ):
+        status, answer = _request(two, "POST", "/users/me/password", body, token=before["access"])
+        assert (status, list(answer)) == (400, [field]), (body, answer)
+    assert _me(one, before["access"]) == 200
+
+    status, _ = _request(
+        two,
+        "POST",
+        "/users/me/password",
+        {"old_password": PASSWORD, "new_password": NEW_PASSWORD},
+        token=before["access"],
+    )
+    assert status == 204
+
+    for instance in (one, two):
+        assert _me(instance, before["access"]) == 401
+        assert _me(instance, plain) == 401
+        assert _refresh(instance, before["refresh"]) == 401
+        old_login = {"username": user.username, "password": PASSWORD}
+        assert _request(instance, "POST", "/users/login", old_login)[0] == 401
+    # A login right after works at once, on either instance, whatever second it is.
+    after = _login(one, user, NEW_PASSWORD)
+    assert _me(two, after["access"]) == 200
+    assert _refresh(two, after["refresh"]) == 200
+
+
+@_live
+def test_a_logout_on_one_instance_holds_on_the_other_and_bad_logouts_are_refused(
+    one_and_two, make_user
+):
+    one, two = one_and_two
+    user, other = _register(two), make_user()
+    tokens = _login(one, user)
+    other_refresh = str(RefreshToken.for_user(other))
+    expired = RefreshToken.for_user(user)
+    expired.set_exp(lifetime=-timedelta(seconds=1))
+
+    # Anything but a valid refresh token: 401, or 400 for a body without one; never a 500.
+    for body, expected in (
+        ({"refresh": tokens["access"]}, 401),  # An access token.
+        ({"refresh": "garbage"}, 401),
+        ({"refresh": str(expired)}, 401),
+        ({"refresh": _tampered_signature(tokens["refresh"])}, 401),
+        ({"refresh": _signed_with(tokens["refresh"], DEV_SECRET_KEY)}, 401),
+        ({}, 400),
+        ({"refresh": 12}, 400),
+    ):
+        status, answer = _request(two, "POST", "/users/logout", body)
+        assert status == expected, (body, status, answer)
+    assert _refresh(two, tokens["refresh"]) == 200  # None of that ended the real session.
+
+    assert _request(one, "POST", "/users/logout", {"refresh": tokens["refresh"]})[0] == 204
+    assert _refresh(two, tokens["refresh"]) == 401
+    assert _refresh(one, tokens["refresh"]) == 401
+    # Again, on the other instance: already ended is no error.
+    assert _request(two, "POST", "/users/logout", {"refresh": tokens["refresh"]})[0] == 204
+    # Whoever holds a refresh token may end it (possession is the credential), but only it.
+    assert _request(one, "POST", "/users/logout", {"refresh": other_refresh})[0] == 204
+    assert _refresh(two, other_refresh) == 401
+    assert _me(two, tokens["access"]) == 200  # Access tokens live until they expire.
+
+
+@_live
+def test_deactivation_and_expiry_are_refused_on_both_instances(one_and_two, make_user):
+    one, two = one_and_two
+    user, short_lived = _register(one), make_user()
+    tokens = _login(two, user)
+    brief = AccessToken.for_user(short_lived)
+    brief.set_exp(lifetime=timedelta(seconds=2))
+    assert _me(one, str(brief)) == 200
+
+    user.is_active = False
+    user.save()
+    time.sleep(max(0.0, brief["exp"] - time.time()) + 0.05)
+
+    for instance in (one, two):
+        assert _me(instance, tokens["access"]) == 401
+        assert _refresh(instance, tokens["refresh"]) == 401
+        assert _me(instance, str(brief)) == 401
+
+
+@_live
+def test_forged_forwarded_for_headers_do_not_dodge_the_login_throttle_across_instances(
+    one_and_two,
+):
+    """The measured attack: THROTTLE_LOGIN=5/min, 8 bad logins, each with another forged
+    X-Forwarded-For, alternating between the two instances."""
+    answers = [
+        _request(
+            (one_and_two[n % 2]),
+            "POST",
+            "/users/login",
+            {"username": "nobody", "password": "wrong"},
+            headers={"X-Forwarded-For": f"203.0.113.{n}"},
+        )[0]
+        for n in range(8)
+    ]
+
+    assert answers == [401] * 5 + [429] * 3
+
+
+@_live
+def test_behind_a_trusted_proxy_throttles_count_the_address_it_appended(proxied_cluster):
+    _redis_flushed(proxied_cluster)
+    one, two = proxied_cluster.instances
+
+    def bad_login(n: int, forwarded_for: str) -> int:
+        return _request(
+            (one, two)[n % 2],
+            "POST",
+            "/users/login",
+            {"username": "nobody", "password": "wrong"},
+            headers={"X-Forwarded-For": forwarded_for},
+        )[0]
+
+    # One real client (198.51.100.7, appended by the proxy) forging the leftmost each time.
+    same_client = [bad_login(n, f"203.0.113.{n}, 198.51.100.7") for n in range(8)]
+    # Another client behind the same proxy is counted apart.
+    other_client = bad_login(0, "203.0.113.1, 198.51.100.8")
+
+    assert same_client == [401] * 5 + [429] * 3
+    assert other_client == 401
+
+
+# --- Renewing in band with a bad token --------------------------------------------------------
+
+
+async def test_auth_with_any_token_that_must_not_pass_closes_the_socket_with_4401(
+    ws, victim, intruder, make_user
+) -> None:
+    """Expired, forged, refresh, revoked and other users' tokens in `{"type": "auth"}`: the
+    socket that sent it is closed with 4401; a valid token of the same user renews it."""
+
+    def tokens() -> tuple[str, dict[str, str], str, str]:
+        bad = _attack_tokens(victim, intruder)
+        bad["another user's valid token"] = access_token(intruder)
+        changed = make_user()  # Changed their password after their first token.
+        before_change = str(VersionedAccessToken.for_user(changed))
+        changed.revoke_sessions()
+        after_change = str(VersionedAccessToken.for_user(changed))
+        return access_token(victim), bad, before_change, after_change
+
+    good, bad_tokens, before_change, after_change = await database_sync_to_async(tokens)()
+    cases = [(good, token, name) for name, token in bad_tokens.items()]
+    cases.append((after_change, before_change, "issued before a password change"))
+    for socket_token, auth_token, name in cases:
+        sock = await ws(token=socket_token)
+        await sock.send_json_to({"type": "auth", "token": auth_token})
+        assert await next_output(sock) == {"type": "websocket.close", "code": 4401}, name
+    # The control: the same user's fresh token renews the socket, which stays open.
+    sock = await ws(token=good)
+    await sock.send_json_to({"type": "auth", "token": good})
+    answer = await next_output(sock)
+    assert answer["type"] == "websocket.send", answer
+    assert json.loads(answer["text"])["type"] == "authenticated"
+
+
+# --- Sockets closed on every instance ------------------------------------------------------------
+
+
+async def _open(url: str) -> ClientConnection:
+    return await ws_connect(url, open_timeout=20)
+
+
+async def _closed_within(sock: ClientConnection, seconds: float) -> int | None:
+    """The close code if the server closed the socket within `seconds`, else None."""
+    try:
+        await asyncio.wait_for(sock.wait_closed(), seconds)
+    except TimeoutError:
+        return None
+    return sock.close_code
+
+
+async def _refused(url: str) -> bool:
+    """Refused at the handshake, or accepted and closed with 4401 before any event."""
+    try:
+        sock = await _open(url)
+    except InvalidStatus:
+        return True
+    try:
+        await asyncio.wait_for(sock.recv(), 5)
+    except ConnectionClosed:
+        return sock.close_code == 4401
+    finally:
+        await sock.close()
+    return False  # An event came: the socket was open.
+
+
+def _deactivate_in_another_process(cluster: Cluster, user_id: int) -> None:
+    """`user.is_active = False; user.save()` in code, as a management shell of the deployment
+    would run it (its own process, the cluster's database and Redis)."""
+    one = cluster.instances[0]
+    environment = one.environment()
+    result = subprocess.run(
+        [
+            one.python,
+            "manage.py",
+            "shell",
+            "-c",
+            "from accounts.models import User\n"
+            f"user = User.objects.get(pk={user_id})\n"
+            "user.is_active = False\n"
+            "user.save()\n",
+        ],
+        cwd=PROJECT_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@_live
+async def test_a_password_change_closes_the_users_sockets_on_every_instance_within_2_s(
+    sessions_cluster,
+) -> None:
+    _redis_flushed(sessions_cluster)
+    one, two = sessions_cluster.instances
+    user = await database_sync_to_async(_register)(one)
+    bystander = await database_sync_to_async(_register)(two)
+    tokens = await asyncio.to_thread(_login, one, user)
+    sockets_of_user = [
+        await _open(one.ws_url(token=tokens["access"])),
+        await _open(two.ws_url(token=tokens["access"])),
+        await _open(two.ws_url(token=tokens["access"])),
+    ]
+    bystander_sock = await _open(one.ws_url(token=access_token(bystander)))
+    try:
+        status, _ = await asyncio.to_thread(
+            _request,
+            two,
+            "POST",
+            "/users/me/password",
+            {"old_password": PASSWORD, "new_password": NEW_PASSWORD},
+            token=tokens["access"],
+        )
+        assert status == 204
+        codes = await asyncio.gather(*(_closed_within(s, 2.0) for s in sockets_of_user))
+        assert codes == [4401, 4401, 4401]
+        # Someone else's socket is untouched, and the old token opens nothing any more.
+        assert await _closed_within(bystander_sock, 0.3) is None
+        assert await _refused(one.ws_url(token=tokens["access"]))
+    finally:
+        for sock in [*sockets_of_user, bystander_sock]:
+            await sock.close()
+
+
+@_live
+async def test_a_deactivation_in_code_closes_the_users_sockets_on_every_instance_within_2_s(
+    sessions_cluster,
+) -> None:
+    _redis_flushed(sessions_cluster)
+    one, two = sessions_cluster.instances
+    user = await database_sync_to_async(_register)(two)
+    token = await database_sync_to_async(access_token)(user)
+    socks = [await _open(one.ws_url(token=token)), await _open(two.ws_url(token=token))]
+    try:
+        await asyncio.to_thread(_deactivate_in_another_process, sessions_cluster, user.pk)
+        codes = await asyncio.gather(*(_closed_within(s, 2.0) for s in socks))
+        assert codes == [4401, 4401]
+    finally:
+        for sock in socks:
+            await sock.close()

@@ -588,6 +588,48 @@ def test_log_out_revokes_the_refresh_token_and_forgets_both(
     assert refused.value.code == 401
 
 
+# The client's pure rules, run in the page's own modules (as served, from the manifest storage).
+CLIENT_RULES = """async () => {
+  const { backoffDelay, BACKOFF } = await import("/static/webclient/js/backoff.js");
+  const { Timeline, Store } = await import("/static/webclient/js/store.js");
+  const delays = (random) => [0, 1, 2, 3, 6, 20].map((n) => backoffDelay(n, BACKOFF, random));
+  const timeline = new Timeline(1, 7);
+  timeline.putPage({ results: [{ id: 5, seq: 5, author_id: 8, text: "a" }], next: null }, {
+    kind: "first",
+  });
+  const applied = [
+    timeline.put({ id: 5, seq: 9, author_id: 8, text: "edited" }),
+    timeline.put({ id: 5, seq: 6, author_id: 8, text: "older copy" }),
+    timeline.put({ id: 6, seq: 10, author_id: 7, text: "mine", client_id: "c1" }),
+    timeline.put({ id: 6, seq: 10, author_id: 7, text: "mine", client_id: "c1" }),
+  ];
+  const store = new Store({ id: 7, username: "me" });
+  store.setChats([{ id: 1, title: "t", members: [], created_at: "2026-01-01T00:00:00Z",
+                    last_message: { id: 5, author_id: 8, text: "a" }, unread_count: 1 }]);
+  store.putNewMessage({ id: 5, chat_id: 1, author_id: 8, text: "a" });  // Counted already.
+  store.putNewMessage({ id: 9, chat_id: 1, author_id: 8, text: "b" });
+  store.putNewMessage({ id: 9, chat_id: 1, author_id: 8, text: "b" });  // Live and caught up.
+  return {
+    highest: delays(() => 0.999999), lowest: delays(() => 0),
+    applied, text: timeline.messages.get(5).text, ids: timeline.ids, maxSeq: timeline.maxSeq,
+    unread: store.chats.get(1).unread_count,
+  };
+}"""
+
+
+def test_backoff_and_deduplication_rules_of_the_client(cluster: Any, pages: Pages) -> None:
+    page = pages.open(cluster.one)
+    rules = page.evaluate(CLIENT_RULES)
+    # Full jitter: anywhere from 0 to min(cap, base * 2^attempt).
+    assert rules["lowest"] == [0, 0, 0, 0, 0, 0]
+    assert rules["highest"] == [499, 999, 1999, 3999, 29999, 29999]
+    # A copy with a seq not above the one held changes nothing; a message is held once.
+    assert rules["applied"] == [True, False, True, False]
+    assert rules["text"] == "edited" and rules["ids"] == [5, 6] and rules["maxSeq"] == 10
+    # The list said 1 unread (message 5); message 9 counts once however often it arrives.
+    assert rules["unread"] == 2
+
+
 def test_phone_layout_keyboard_and_dark_mode(
     cluster: Any, pages: Pages, data: Data, screenshot: Callable
 ) -> None:

@@ -52,7 +52,6 @@ async function signedIn() {
   session.schedule();
   app = new ChatApp(root, { api, session, me, onSignOut: () => signedOut() });
   app.start();
-  window.chatApp = app; // For the console and the browser tests; nothing else reads it.
 }
 
 session.addEventListener("signedout", () => signedOut("You have been signed out."));
