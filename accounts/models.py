@@ -2,13 +2,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractUser
-from django.db import models, transaction
-from django.db.models import F
+from django.contrib.auth.models import AbstractUser, UserManager
+from django.db import connection, models, transaction
+from django.db.models import F, QuerySet
+from django.db.models.functions import Collate, Upper
+
+
+def username_key() -> Upper | Collate:
+    """The key people are found and listed by: the username in upper case (the search is
+    case-insensitive), compared byte by byte on PostgreSQL ("C" collation), so that one index
+    (accounts migration 0003) serves both the prefix filter and the order."""
+    key = Upper("username")
+    return Collate(key, "C") if connection.vendor == "postgresql" else key
+
+
+class PeopleManager(UserManager):
+    def search(self, prefix: str) -> QuerySet[User]:
+        """Active users whose username starts with `prefix`, in any case, by username."""
+        return (
+            self.filter(is_active=True)
+            .annotate(username_key=username_key())
+            .filter(username_key__startswith=prefix.upper())
+            .order_by("username_key", "id")
+        )
 
 
 class User(AbstractUser):
     """The service's user. A model of our own from the first migration, so it can grow."""
+
+    objects = PeopleManager()
 
     # Every token carries the version it was issued under (claim "tv"); a token whose version
     # is not the user's current one is refused (accounts/auth.py). A password change or a

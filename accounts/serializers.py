@@ -17,6 +17,14 @@ class UserSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class PeopleSearchSerializer(serializers.Serializer):
+    search = StrictCharField(
+        max_length=150, trim_whitespace=False, help_text="The start of a username, any case."
+    )
+    limit = serializers.IntegerField(min_value=1, max_value=50, default=20)
+    cursor = serializers.CharField(required=False, help_text="From `next`.")
+
+
 class RegisterSerializer(serializers.Serializer):
     username = StrictCharField(max_length=150, validators=[UnicodeUsernameValidator()])
     password = StrictCharField(max_length=128, write_only=True, trim_whitespace=False)

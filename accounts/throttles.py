@@ -1,4 +1,4 @@
-from rest_framework.throttling import ScopedRateThrottle
+from chatproject.throttling import ScopedRateThrottle
 
 
 class ClientIpThrottle(ScopedRateThrottle):

@@ -1,18 +1,22 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status, viewsets
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from accounts.models import User
 from accounts.serializers import (
     AccessTokenSerializer,
     LoginSerializer,
     LogoutSerializer,
     PasswordChangeSerializer,
+    PeopleSearchSerializer,
     RefreshSerializer,
     RegisterSerializer,
     TokenPairSerializer,
@@ -20,16 +24,51 @@ from accounts.serializers import (
 )
 from accounts.services import user_logout, user_password_change, user_register
 from accounts.throttles import ClientIpThrottle
+from chatproject.throttling import ScopedRateThrottle
 
 # The actions that take no access token: a stale or garbage Authorization header must not
 # turn a login, a refresh or a logout into a 401 of its own.
 NO_TOKEN = {"permission_classes": [AllowAny], "authentication_classes": []}
 
 
+class PeoplePagination(CursorPagination):
+    """By username (case-insensitive), a cursor so every page is an index range."""
+
+    ordering = ("username_key", "id")
+    page_size_query_param = "limit"
+    max_page_size = 50
+
+    def get_page_size(self, request: Request) -> int:
+        return self.query["limit"]
+
+    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
+        # A plain dict: from a QueryDict, DRF would read "limit=" as absent.
+        query = PeopleSearchSerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        self.query = query.validated_data
+        return super().paginate_queryset(
+            User.objects.search(self.query["search"]).only("id", "username"), request, view
+        )
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound as exc:
+            raise exceptions.ValidationError({"cursor": [self.invalid_cursor_message]}) from exc
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=20)
+        return parameters
+
+
 class UserViewSet(viewsets.GenericViewSet):
     """Registration, sessions (login, refresh, logout) and the caller's own account."""
 
     serializer_class = UserSerializer
+    pagination_class = PeoplePagination  # The people search (`list`).
     throttle_scope: str | None = None  # Set per action below.
     # The actions that check credentials answer 401 on bad ones (`openapi.AutoSchema`).
     credential_actions = ("login", "token_refresh", "logout")
@@ -107,6 +146,30 @@ class UserViewSet(viewsets.GenericViewSet):
         except TokenError as exc:
             raise InvalidToken(exc.args[0]) from exc
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "search",
+                {"type": "string", "minLength": 1, "maxLength": 150, "pattern": "^[^\\u0000]+$"},
+                required=True,
+                description="The start of a username, in any case.",
+            )
+        ],
+        responses={200: UserSerializer(many=True)},
+        description="Active users whose username starts with `search`, in any case, by "
+        "username (case-insensitive); `next` walks on. `search` missing or empty: 400.",
+    )
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(None)
+        return self.get_paginated_response(UserSerializer(page, many=True).data)
+
+    def get_throttles(self) -> list:  # type: ignore[override]
+        if self.action == "list":
+            # Per user: the people search could otherwise list every username.
+            self.throttle_scope = "user_search"
+            return [ScopedRateThrottle()]
+        return super().get_throttles()
 
     @extend_schema(responses=UserSerializer)
     @action(detail=False, methods=["get"])

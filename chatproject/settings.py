@@ -185,6 +185,9 @@ if REDIS_URL:
             # Shared by every instance, so throttles count across the whole service.
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # A Redis that does not answer fails a request's throttle check in a second
+            # (chatproject/throttling.py lets it through), instead of hanging it.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 else:

@@ -9,9 +9,17 @@ moment goes to Redis in one pipelined round trip, still one batch at a time and 
 they were asked for (docs/performance.md has the numbers). Subscribing and receiving are the
 stock layer's.
 
+It also tells the process when a shard's subscriber connection came back after Redis was
+away: pub/sub is at most once, so what was published meanwhile is lost to this instance. Once
+redis-py has reconnected and subscribed again, every local channel receives a
+`{"type": "layer.reconnected"}` event, in order with the events that follow, and
+`messaging.fanout` makes each socket read from the database what it may have missed (its
+memberships, its chats' changes, its user's token version).
+
 This reaches into channels-redis internals (`_get_layer`, `_get_group_channel_name`,
-`_get_shard`, and the shard's `_lock`, `_ensure_redis` and `_redis`), which is why
-channels-redis is pinned; the Redis tests of the suite run through this class.
+`_get_shard`, `_shards`, `channels`, and the shard's `_lock`, `_ensure_redis`, `_redis` and
+`_pubsub`), which is why channels-redis is pinned (docs/internals.md); the Redis tests of the
+suite run through this class.
 """
 
 from __future__ import annotations
@@ -20,7 +28,14 @@ import asyncio
 import weakref
 from typing import Any
 
-from channels_redis.pubsub import RedisPubSubChannelLayer, RedisSingleShardConnection
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
+from redis.asyncio.client import PubSub
+
+RECONNECTED = {"type": "layer.reconnected"}
 
 
 class _ShardPublisher:
@@ -66,7 +81,54 @@ _publishers: weakref.WeakKeyDictionary[RedisSingleShardConnection, _ShardPublish
 )
 
 
+class _ReconnectAwarePubSub(PubSub):
+    """redis-py's PubSub, which subscribes again to its channels when its connection comes
+    back (`on_connect`, which redis-py calls on each reconnect of the connection, not on the
+    first connect), and then reports the reconnect."""
+
+    def __init__(self, *args: Any, on_reconnect: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_reconnect = on_reconnect
+
+    async def on_connect(self, connection: Any) -> None:
+        subscribed = bool(self.channels or self.patterns)
+        await super().on_connect(connection)
+        if subscribed:  # Something may have been published to them meanwhile.
+            self.on_reconnect()
+
+
+def _watch_reconnects(loop_layer: RedisPubSubLoopLayer) -> None:
+    """Give each shard of the loop's layer a PubSub that reports its reconnects."""
+    for shard in loop_layer._shards:
+        if getattr(shard, "reconnects_watched", False):
+            continue
+        shard.reconnects_watched = True
+        ensure_redis = shard._ensure_redis
+
+        def ensure_watched_redis(shard: Any = shard, ensure_redis: Any = ensure_redis) -> None:
+            fresh = shard._redis is None
+            ensure_redis()
+            if fresh:
+                shard._pubsub = _ReconnectAwarePubSub(
+                    shard._redis.connection_pool,
+                    on_reconnect=lambda: _announce_reconnect(loop_layer),
+                )
+
+        shard._ensure_redis = ensure_watched_redis
+
+
+def _announce_reconnect(loop_layer: RedisPubSubLoopLayer) -> None:
+    marker = loop_layer.channel_layer.serialize(RECONNECTED)
+    for queue in loop_layer.channels.values():
+        queue.put_nowait(marker)
+
+
 class PipelinedRedisPubSubChannelLayer(RedisPubSubChannelLayer):
+    def _get_layer(self) -> RedisPubSubLoopLayer:
+        layer = super()._get_layer()
+        _watch_reconnects(layer)
+        return layer
+
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         layer = self._get_layer()
         channel = layer._get_group_channel_name(group)

@@ -42,11 +42,16 @@ class MessageTextField(StrictCharField):
 
 
 class IdField(serializers.IntegerField):
-    """A positive id that fits the database's bigint."""
+    """A positive id that fits the database's bigint: a JSON number, not a string of one."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("min_value", 1)
         super().__init__(max_value=MAX_ID, **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str | bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 # --- Output ---------------------------------------------------------------------------------------
@@ -153,13 +158,6 @@ class MembersAddSerializer(serializers.Serializer):
 
 class DirectChatSerializer(serializers.Serializer):
     user_id = IdField(help_text="The other user.")
-
-
-class UserSearchQuerySerializer(serializers.Serializer):
-    search = StrictCharField(
-        max_length=150, help_text="The start of a username, in any case.", trim_whitespace=False
-    )
-    limit = serializers.IntegerField(min_value=1, max_value=50, default=20)
 
 
 class MessageEditSerializer(serializers.Serializer):

@@ -9,6 +9,7 @@ body is validated (400), then the service applies the rules (400, 403, 404).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,10 +19,11 @@ from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatproject.errors import NotFound
+from chatproject.throttling import ScopedRateThrottle
 from messaging import events, history, services
 from messaging.history import ChatPosition
 from messaging.models import Chat, ChatMember
@@ -336,7 +338,7 @@ class ChatViewSet(viewsets.GenericViewSet):
             user=request.user,
             chat_id=chat_id,
             message_id=_bounded_id(message_id),
-            emoji=_validated(EmojiSerializer, {"emoji": emoji})["emoji"],
+            emoji=_emoji(request, emoji),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -353,7 +355,7 @@ class ChatViewSet(viewsets.GenericViewSet):
             user=request.user,
             chat_id=chat_id,
             message_id=_bounded_id(message_id),
-            emoji=_validated(EmojiSerializer, {"emoji": emoji})["emoji"],
+            emoji=_emoji(request, emoji),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -417,6 +419,21 @@ class ChatViewSet(viewsets.GenericViewSet):
         if after is not None:
             return page, replace_query_param(url, "after", page[-1].pk)
         return page, replace_query_param(remove_query_param(url, "after"), "before", page[-1].pk)
+
+
+def _emoji(request: Request, emoji: str) -> str:
+    """The `emoji` of the path, validated. Bytes that are not UTF-8 once percent-decoded are
+    refused: the server decodes them to U+FFFD in `path` (which EmojiField refuses too), and
+    its `raw_path` keeps them as sent, which is checked here."""
+    raw_path = getattr(request, "scope", {}).get("raw_path")  # ASGI requests only.
+    if raw_path:
+        try:
+            unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise exceptions.ValidationError(
+                {"emoji": ["An emoji must be valid UTF-8 once percent-decoded."]}
+            ) from None
+    return _validated(EmojiSerializer, {"emoji": emoji})["emoji"]
 
 
 def _bounded_id(value: str) -> int:

@@ -15,7 +15,8 @@ from asgiref.sync import sync_to_async
 from rest_framework.test import APIClient
 
 from conftest import access_token
-from messaging.models import Chat, ChatMember, Message
+from messaging import services
+from messaging.models import Chat, ChatMember, Message, Reaction
 from tests_adversarial.sockets import drain, next_event, send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,6 +31,7 @@ def victims(make_user, make_chat, make_message) -> dict[str, Any]:
     chat = make_chat(alice, [bob], title="private plans")
     first = make_message(chat, alice, "the secret is 42", client_id="alice-1")
     second = make_message(chat, bob, "do not tell mallory")
+    services.reaction_add(user=bob, chat_id=chat.pk, message_id=first.pk, emoji="🤫")
     own_chat = make_chat(mallory, [])
     own_message = make_message(own_chat, mallory, "mine")
     return {
@@ -45,23 +47,42 @@ def victims(make_user, make_chat, make_message) -> dict[str, Any]:
 
 def _snapshot() -> dict[str, list[tuple]]:
     return {
-        "chats": list(Chat.objects.order_by("id").values_list("id", "title", "last_message_id")),
+        "chats": list(
+            Chat.objects.order_by("id").values_list(
+                "id", "title", "last_message_id", "owner_id", "seq", "revision"
+            )
+        ),
         "members": list(
             ChatMember.objects.order_by("id").values_list(
                 "chat_id", "user_id", "last_read_message_id"
             )
         ),
         "messages": list(
-            Message.objects.order_by("id").values_list("id", "chat_id", "author_id", "text")
+            Message.objects.order_by("id").values_list(
+                "id", "chat_id", "author_id", "text", "seq", "deleted", "edited_at"
+            )
         ),
+        "reactions": list(Reaction.objects.order_by("id").values_list("message_id", "emoji")),
     }
 
 
-def _http_attacks(chat_id: int, message_id: int, own_chat_id: int) -> list[tuple[str, str, dict]]:
+def _http_attacks(
+    chat_id: int, message_id: int, own_chat_id: int, member_id: int
+) -> list[tuple[str, str, dict]]:
     """(method, path, body) for every endpoint that takes a chat id, as an outsider sends it."""
     attacks = []
     for slash in ("", "/"):
+        message = f"/chats/{chat_id}/messages/{message_id}"
         attacks += [
+            ("patch", f"/chats/{chat_id}{slash}", {"title": "mine now"}),
+            ("post", f"/chats/{chat_id}/members{slash}", {"user_ids": [member_id]}),
+            ("delete", f"/chats/{chat_id}/members/{member_id}{slash}", {}),
+            ("post", f"/chats/{chat_id}/leave{slash}", {}),
+            ("get", f"/chats/{chat_id}/messages{slash}?since_seq=0", {}),
+            ("patch", f"{message}{slash}", {"text": "edited by mallory"}),
+            ("delete", f"{message}{slash}", {}),
+            ("put", f"{message}/reactions/%F0%9F%A4%AB{slash}", {}),
+            ("delete", f"{message}/reactions/%F0%9F%A4%AB{slash}", {}),
             ("get", f"/chats/{chat_id}{slash}", {}),
             ("get", f"/chats/{chat_id}/messages{slash}", {}),
             ("get", f"/chats/{chat_id}/messages{slash}?after=0", {}),
@@ -69,13 +90,20 @@ def _http_attacks(chat_id: int, message_id: int, own_chat_id: int) -> list[tuple
             ("post", f"/chats/{chat_id}/messages{slash}", {"text": "hi", "client_id": "alice-1"}),
             ("post", f"/chats/{chat_id}/read{slash}", {"message_id": message_id}),
         ]
-    # The outsider's own chat, pointing at a message of the victims' chat.
-    attacks.append(("post", f"/chats/{own_chat_id}/read", {"message_id": message_id}))
+    # The outsider's own chat (which Mallory owns), pointing at a message of the victims' chat.
+    own_message = f"/chats/{own_chat_id}/messages/{message_id}"
+    attacks += [
+        ("post", f"/chats/{own_chat_id}/read", {"message_id": message_id}),
+        ("patch", own_message, {"text": "edited by mallory"}),
+        ("delete", own_message, {}),
+        ("put", f"{own_message}/reactions/x", {}),
+        ("delete", f"{own_message}/reactions/x", {}),
+    ]
     return attacks
 
 
 def _answer(client: APIClient, method: str, path: str, body: dict) -> tuple[int, bytes]:
-    response = getattr(client, method)(path, body, format="json") if body else client.get(path)
+    response = getattr(client, method)(path, body, format="json")
     return response.status_code, response.content
 
 
@@ -83,8 +111,9 @@ def _http_probe(world: dict[str, Any]) -> list[tuple[Any, Any, str]]:
     """For each attack: (answer with the real ids, answer with nonexistent ids, path)."""
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(world['mallory'])}")
-    real = _http_attacks(world["chat"].pk, world["messages"][0].pk, world["own_chat"].pk)
-    fake = _http_attacks(NONEXISTENT_ID, NONEXISTENT_ID, world["own_chat"].pk)
+    own, bob = world["own_chat"].pk, world["bob"].pk
+    real = _http_attacks(world["chat"].pk, world["messages"][0].pk, own, bob)
+    fake = _http_attacks(NONEXISTENT_ID, NONEXISTENT_ID, own, bob)
     return [
         (_answer(client, *attack), _answer(client, *control), attack[1])
         for attack, control in zip(real, fake, strict=True)
@@ -100,7 +129,8 @@ async def test_an_outsider_gets_the_answer_of_a_nonexistent_id_on_every_endpoint
         assert real[0] == 404, (path, real)
         assert real == control, (path, real, control)
         assert b"secret" not in real[1] and b"plans" not in real[1]
-    # The list holds only the outsider's own chat.
+    # The list holds only the outsider's own chat; the victims' chat cannot be opened as a
+    # direct chat either (it is a group, and Mallory's direct chat with Bob is a new one).
     listing = await sync_to_async(_listing)(victims["mallory"])
     assert [chat["id"] for chat in listing] == [victims["own_chat"].pk]
     assert await sync_to_async(_snapshot)() == before

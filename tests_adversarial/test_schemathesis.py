@@ -78,7 +78,8 @@ def api_schema(make_user, make_chat, make_message, settings, throttle_rates) -> 
 # Validity that JSON Schema cannot state, so schema-valid data may rightly be refused with a
 # 400 by these operations: a taken username or a password that Django's validators reject
 # (register); ids of users who do not exist (create chat); an opaque `cursor` that is not one
-# the server issued (chat list); `after` together with `before`, which exclude each other
+# the server issued (chat list, people search); `after` together with `before`, which exclude
+# each other
 # (history; documented, not expressible in OpenAPI 3.0); a username or token of only white
 # space, which simplejwt trims to blank (login, refresh); an old password that is not the
 # user's (password change); users who do not exist or are inactive, yourself, a direct chat
@@ -94,6 +95,7 @@ STATE_DEPENDENT_VALIDITY = [
             "users_me_password_create",
             "chats_create",
             "chats_list",
+            "users_list",
             "chats_messages_retrieve",
             "chats_direct_create",
             "chats_members_create",

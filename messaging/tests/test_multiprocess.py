@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -479,3 +480,159 @@ async def test_twenty_concurrent_senders_on_both_instances_every_member_sees_all
         mine = [text for text in sockets[0].texts(chat) if text.startswith(f"s{n} ")]
         assert mine == [f"s{n} m{k}" for k in range(per_sender)]
     assert_no_errors(sockets)
+
+
+# --- Membership holds on every socket, on every instance --------------------------------------
+
+
+def call(server: DaphneServer, user: User, method: str, path: str, body: Any = None) -> int:
+    """One API call over HTTP; its status."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        server.http_url(path),
+        data=data,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {access_token(user)}",
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with _direct.open(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def removed_from(chat_id: int) -> Callable[[LiveSocket], bool]:
+    return lambda live: {"type": "chat_removed", "chat_id": chat_id} in live.frames
+
+
+async def test_nothing_committed_after_a_removal_reaches_any_socket_of_the_removed_user(
+    cluster: Cluster, make_group: Callable[[int], Awaitable[Group]], open_socket: OpenSocket
+) -> None:
+    group = await make_group(3)
+    owner, leaver, stayer = group.users
+    chat = group.chat_id
+    owner_1 = await open_socket(cluster.one, owner, "owner@1")
+    stayer_2 = await open_socket(cluster.two, stayer, "stayer@2")
+    leaver_sockets = [
+        await open_socket(cluster.one, leaver, "leaver@1"),
+        await open_socket(cluster.two, leaver, "leaver@2"),
+    ]
+    await owner_1.send(new_message(chat, "before"))
+    await wait_all([*leaver_sockets, stayer_2], count_of(chat, 1), "the message before")
+
+    status = await asyncio.to_thread(
+        call, cluster.two, owner, "DELETE", f"/chats/{chat}/members/{leaver.pk}"
+    )
+    assert status == 204
+    # No pause: these commit after the removal, some before its news reaches any socket.
+    for n in range(20):
+        await owner_1.send(new_message(chat, f"after {n}"))
+        await owner_1.send({"type": "typing", "chat_id": chat})
+    await wait_all([owner_1, stayer_2], count_of(chat, 21), "every message after")
+    await wait_all(leaver_sockets, removed_from(chat), "chat_removed")
+    await asyncio.sleep(SETTLE_SECONDS)
+
+    for live in leaver_sockets:
+        assert live.texts(chat) == ["before"], live.name
+        kinds = [frame["type"] for frame in live.frames]
+        assert "typing" not in kinds and kinds.count("chat_removed") == 1, kinds
+        assert kinds[-1] == "chat_removed", kinds
+    assert_no_errors([owner_1, stayer_2, *leaver_sockets])
+
+
+async def test_a_removal_racing_a_sockets_connect_is_never_missed(
+    cluster: Cluster, make_group: Callable[[int], Awaitable[Group]], open_socket: OpenSocket
+) -> None:
+    """The removal commits while the socket is still reading its chats or subscribing: it
+    must end up without the chat, whatever the order, on either instance."""
+    group = await make_group(2)
+    owner, flapper = group.users
+    chat = group.chat_id
+    owner_1 = await open_socket(cluster.one, owner, "owner@1")
+    add = f"/chats/{chat}/members"
+    late: list[LiveSocket] = []
+
+    for round_ in range(8):
+        server = (cluster.one, cluster.two)[round_ % 2]
+        connecting = asyncio.create_task(open_socket(server, flapper, f"flapper#{round_}"))
+        removing = asyncio.to_thread(
+            call, cluster.one, owner, "DELETE", f"/chats/{chat}/members/{flapper.pk}"
+        )
+        live, status = await asyncio.gather(connecting, removing)
+        assert status == 204
+        await owner_1.send(new_message(chat, f"after removal {round_}"))
+        late.append(live)
+        # Committed (echoed) before the user is added back.
+        await owner_1.wait_until(count_of(chat, round_ + 1), f"own message {round_}")
+        status = await asyncio.to_thread(
+            call, cluster.one, owner, "POST", add, {"user_ids": [flapper.pk]}
+        )
+        assert status == 200
+
+    await owner_1.send(new_message(chat, "everyone back"))
+    await wait_all(late, lambda live: "everyone back" in live.texts(chat), "the last message")
+    await asyncio.sleep(SETTLE_SECONDS)
+    for live in late:
+        # Each socket opened during removal N sees none of the messages sent while its user
+        # was out (N and, being opened before the later removals, none of those either).
+        assert not [t for t in live.texts(chat) if t.startswith("after removal")], (
+            live.name,
+            live.texts(chat),
+        )
+        assert_once_each_in_id_order(live, chat)
+    assert_no_errors([owner_1, *late])
+
+
+async def test_membership_holds_across_a_redis_restart_with_its_announcements_lost(
+    own_cluster: Cluster,
+    make_group: Callable[[int], Awaitable[Group]],
+    open_socket: OpenSocket,
+    make_user: Callable[..., User],
+) -> None:
+    group = await make_group(3)
+    owner, leaver, stayer = group.users
+    joiner = await database_sync_to_async(make_user)()
+    chat = group.chat_id
+    owner_1 = await open_socket(own_cluster.one, owner, "owner@1")
+    stayer_2 = await open_socket(own_cluster.two, stayer, "stayer@2")
+    leaver_sockets = [
+        await open_socket(own_cluster.one, leaver, "leaver@1"),
+        await open_socket(own_cluster.two, leaver, "leaver@2"),
+    ]
+    joiner_2 = await open_socket(own_cluster.two, joiner, "joiner@2")
+    await owner_1.send(new_message(chat, "before"))
+    await wait_all([*leaver_sockets, stayer_2], count_of(chat, 1), "the message before")
+
+    own_cluster.redis.stop()
+    members = f"/chats/{chat}/members"
+    removed = await asyncio.to_thread(
+        call, own_cluster.one, owner, "DELETE", f"{members}/{leaver.pk}"
+    )
+    added = await asyncio.to_thread(
+        call, own_cluster.two, owner, "POST", members, {"user_ids": [joiner.pk]}
+    )
+    assert (removed, added) == (204, 200)
+    await owner_1.send(new_message(chat, "while Redis is down"))
+    await owner_1.wait_until(lambda live: "while Redis is down" in live.texts(chat), "own message")
+    await asyncio.sleep(OUTAGE_SECONDS)
+    own_cluster.redis.restart(timeout=10)
+
+    await _send_until_received(owner_1, stayer_2, chat, "after Redis")
+    await joiner_2.wait_until(
+        lambda live: any(t.startswith("after Redis") for t in live.texts(chat)),
+        "messages after joining, without reconnecting",
+        seconds=RESUME_SECONDS,
+    )
+    await wait_all(leaver_sockets, removed_from(chat), "chat_removed")
+    await asyncio.sleep(SETTLE_SECONDS)
+
+    for live in leaver_sockets:
+        assert live.texts(chat) == ["before"], (live.name, live.texts(chat))
+    assert joiner_2.of_type("chat_updated")[0]["chat"]["id"] == chat
+    assert "before" not in joiner_2.texts(chat)  # History from before the join is not live.
+    for live in (owner_1, stayer_2, joiner_2):
+        assert_once_each_in_id_order(live, chat)
+    assert_no_errors([owner_1, stayer_2, joiner_2, *leaver_sockets])

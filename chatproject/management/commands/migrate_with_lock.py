@@ -76,11 +76,12 @@ class Command(BaseCommand):
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
                 if cursor.fetchone()[0]:
                     return
+            # Said first: under load the first try may already come after the deadline.
+            if not waiting_said:
+                logger.info("migrations: another instance holds the lock; waiting for it")
+                waiting_said = True
             if time.monotonic() + POLL_SECONDS > deadline:
                 raise CommandError(
                     f"Another instance held the migration lock for more than {timeout:g} s."
                 )
-            if not waiting_said:
-                logger.info("migrations: another instance holds the lock; waiting for it")
-                waiting_said = True
             time.sleep(POLL_SECONDS)

@@ -1,0 +1,126 @@
+"""A socket's session ends when its token does: at expiry unless renewed in band, on a
+revocation (password change, deactivation), and a cancelled consumer gives back its slot."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import override_settings
+
+from accounts.services import user_password_change
+from accounts.tokens import AccessToken, RefreshToken
+from conftest import PASSWORD
+from messaging.limits import sockets
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def token_for(user, seconds: float) -> str:
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=timedelta(seconds=seconds))
+    return str(token)
+
+
+async def closed_with(socket, seconds: float) -> int | None:
+    """The close code the server sends within `seconds` (frames before it are skipped)."""
+    async with asyncio.timeout(seconds):
+        while True:
+            output = await socket.receive_output(timeout=seconds)
+            if output["type"] == "websocket.close":
+                return output.get("code")
+
+
+async def test_a_socket_closes_with_4401_when_its_token_expires(ws, user):
+    socket = await ws(token=token_for(user, 2))
+
+    assert await socket.receive_nothing(timeout=1)
+    assert await closed_with(socket, 4) == 4401
+
+
+async def test_renewing_the_token_in_band_keeps_the_socket_past_the_old_expiry(ws, user):
+    socket = await ws(token=token_for(user, 2))
+    fresh = AccessToken.for_user(user)
+
+    await socket.send_json_to({"type": "auth", "token": str(fresh)})
+    answer = await socket.receive_json_from(timeout=3)
+
+    assert answer["type"] == "authenticated"
+    expected = fresh.current_time.replace(microsecond=0) + fresh.lifetime
+    assert answer["expires_at"] == expected.isoformat().replace("+00:00", "Z")
+    assert await socket.receive_nothing(timeout=3.5)  # The first token expired meanwhile.
+
+
+@pytest.mark.parametrize("which", ["garbage", "refresh", "expired", "another user's"])
+async def test_a_bad_token_in_auth_closes_the_socket_with_4401(ws, user, other_user, which):
+    socket = await ws(user)
+
+    def make() -> str:
+        if which == "refresh":
+            return str(RefreshToken.for_user(user))  # Writes its OutstandingToken row.
+        if which == "expired":
+            return token_for(user, -1)
+        return {"garbage": "a.b.c", "another user's": str(AccessToken.for_user(other_user))}[which]
+
+    token = await database_sync_to_async(make)()
+
+    await socket.send_json_to({"type": "auth", "token": token})
+
+    assert await closed_with(socket, 3) == 4401
+
+
+@pytest.mark.parametrize("event", [{"type": "auth"}, {"type": "auth", "token": 5}])
+async def test_a_malformed_auth_is_a_validation_error(ws, user, event):
+    socket = await ws(user)
+
+    await socket.send_json_to(event)
+
+    answer = await socket.receive_json_from(timeout=3)
+    assert (answer["type"], answer["code"]) == ("error", "validation_error")
+
+
+async def test_a_password_change_closes_every_socket_of_the_user_with_4401(ws, user, other_user):
+    mine, my_phone, theirs = await ws(user), await ws(user), await ws(other_user)
+
+    await database_sync_to_async(user_password_change)(
+        user=user, old_password=PASSWORD, new_password="another-long-unusual-passphrase-8"
+    )
+
+    assert await closed_with(mine, 2) == 4401
+    assert await closed_with(my_phone, 2) == 4401
+    assert await theirs.receive_nothing(timeout=0.3)
+
+
+@override_settings(SESSION_RECHECK_SECONDS=1)
+async def test_a_revocation_whose_announcement_was_lost_still_ends_the_session(ws, user):
+    socket = await ws(user)
+
+    with mock.patch("messaging.events.on_commit_sessions_revoked"):
+        await database_sync_to_async(user.revoke_sessions)()
+
+    assert await closed_with(socket, 4) == 4401
+
+
+async def test_a_deactivated_user_is_closed_out(ws, user):
+    socket = await ws(user)
+    user.is_active = False
+
+    await database_sync_to_async(user.save)()
+
+    assert await closed_with(socket, 2) == 4401
+
+
+@override_settings(WS_MAX_SOCKETS_PER_USER=1)
+async def test_a_consumer_cancelled_by_the_server_gives_back_its_slot_and_tasks(ws, user):
+    socket = await ws(user)
+    assert sockets.socket_count(user.pk) == 1
+
+    socket.future.cancel()  # What daphne does past its application close timeout.
+    with pytest.raises(asyncio.CancelledError):
+        await socket.future
+
+    assert sockets.socket_count(user.pk) == 0
+    await ws(user)  # Not refused with 4429.
