@@ -255,6 +255,76 @@ async def test_cr6_shard_redis_is_a_redis_asyncio_client() -> None:
         await shard.flush()
 
 
+async def test_cr7_loop_layer_has_one_shard_connection_per_host() -> None:
+    hosts = ["redis://127.0.0.1:9/0", "redis://127.0.0.1:9/1"]
+    loop_layer = RedisPubSubChannelLayer(hosts=hosts, prefix="internals")._get_layer()
+    assert len(loop_layer._shards) == 2
+    assert all(isinstance(shard, RedisSingleShardConnection) for shard in loop_layer._shards)
+
+
+async def test_cr8_loop_layer_channels_are_queues_of_serialized_events() -> None:
+    layer = unreachable_pubsub_layer()
+    loop_layer = layer._get_layer()
+    # What the shard's reader does with a message for a local channel, and what receive() reads.
+    loop_layer.channels["internals.local"] = queue = asyncio.Queue()
+    queue.put_nowait(layer.serialize({"type": "layer.reconnected"}))
+    assert await layer.receive("internals.local") == {"type": "layer.reconnected"}
+
+
+async def test_cr9_shard_pubsub_is_what_the_shard_subscribes_and_reads_with() -> None:
+    from redis.asyncio.client import PubSub
+
+    shard = unreachable_pubsub_layer()._get_layer()._get_shard("chat.12")
+    shard._ensure_redis()
+    assert isinstance(shard._pubsub, PubSub)
+    assert shard._pubsub.connection_pool is shard._redis.connection_pool
+    subscribed = []
+
+    class Recorder:
+        subscribed = False
+
+        async def subscribe(self, channel: str) -> None:
+            subscribed.append(channel)
+
+    shard._pubsub = Recorder()  # Replaced after _ensure_redis(): the shard uses ours.
+    await shard.subscribe("internals.channel")
+    assert subscribed == ["internals.channel"]
+    shard._pubsub = None
+    await shard.flush()
+
+
+async def test_cr10_shard_methods_call_ensure_redis_through_the_instance() -> None:
+    shard = unreachable_pubsub_layer()._get_layer()._get_shard("chat.13")
+    calls = []
+    stock = shard._ensure_redis
+
+    def watched() -> None:
+        calls.append("ensure")
+        stock()
+        shard._redis = PublishRecorder(shard)
+
+    shard._ensure_redis = watched  # An instance attribute, as messaging/channel_layer.py sets.
+    await shard.publish("internals.channel", b"x")
+    assert calls == ["ensure"]
+    assert [channel for channel, _, _ in shard._redis.published] == ["internals.channel"]
+    await shard.flush()
+
+
+def test_rp1_pubsub_on_connect_is_the_reconnect_callback_that_resubscribes() -> None:
+    """The callback redis-py registers on the PubSub's connection at its first connect, and
+    calls on each later connect of it (the first connect has already happened). The behaviour
+    end to end, with a Redis of its own: messaging/tests/test_channel_layer.py."""
+    from redis.asyncio.client import PubSub
+
+    assert iscoroutinefunction(PubSub.on_connect)
+    assert list(inspect.signature(PubSub.on_connect).parameters) == ["self", "connection"]
+    assert "register_connect_callback(self.on_connect)" in inspect.getsource(PubSub.connect)
+    import redis.asyncio
+
+    pubsub = redis.asyncio.Redis.from_url("redis://127.0.0.1:9/0").pubsub()  # No connection yet.
+    assert (pubsub.channels, pubsub.patterns) == ({}, {})
+
+
 @pytest.mark.redis
 async def test_cr_pipelined_group_send_reaches_a_stock_subscriber() -> None:
     from messaging.channel_layer import PipelinedRedisPubSubChannelLayer
