@@ -159,7 +159,7 @@ class ClientHistory:
     synced_seq: int = 0
     reconnects: int = 0
     resends: int = 0
-    pages: int = 0
+    catch_ups: int = 0
 
     # --- Recording ------------------------------------------------------------------------
 
@@ -180,8 +180,8 @@ class ClientHistory:
         return True
 
     def caught_up(self, messages: Iterable[dict[str, Any]]) -> None:
-        """A catch-up page (or all of one catch-up)."""
-        self.pages += 1
+        """The pages of one catch-up."""
+        self.catch_ups += 1
         for message in messages:
             self._observe(message, into_view=True)
 
@@ -195,10 +195,6 @@ class ClientHistory:
         tried = Attempt(kind=kind, message_id=message_id, value=value)
         self.attempts.append(tried)
         return tried
-
-    def session_seqs(self) -> list[int]:
-        """The seqs of the current connection's live events so far."""
-        return [seq for _, _, seq in self.sessions[-1]] if self.sessions else []
 
     def _observe(self, message: dict[str, Any], *, into_view: bool) -> None:
         key, state = (message["id"], message["seq"]), state_of(message)

@@ -604,7 +604,7 @@ def _summary(
         "faults_injected": len(log.injected),
         "faults": log.injected,
         "reconnects": sum(history.reconnects for history in histories),
-        "catch_up_pages": sum(history.pages for history in histories),
+        "catch_ups": sum(history.catch_ups for history in histories),
         "deliveries": {NEW: deliveries[NEW], UPDATED: deliveries[UPDATED]},
         "answers_to_resends": sum(len(ids) for h in histories for ids in h.answered),
         "violations": len(problems),
