@@ -10,10 +10,12 @@ page is a keyset range (never OFFSET) on an index: (chat_id, id) for `before`/`a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from django.db import connection
+from django.db import connection, transaction
 
 from messaging.models import Chat, ChatMember, Message
 from messaging.reactions import reactions_by_message
@@ -60,6 +62,29 @@ _AFTER_SQL = _PAGE_SQL.format(bound="AND id > %s AND id <= %s", order="id ASC")
 _BEFORE_SQL = _PAGE_SQL.format(bound="AND id < %s", order="id DESC")
 _NEWEST_SQL = _PAGE_SQL.format(bound="AND id <= %s", order="id DESC")
 _SINCE_SEQ_SQL = _PAGE_SQL.format(bound="AND seq > %s AND seq <= %s", order="seq ASC")
+
+
+@contextmanager
+def one_snapshot() -> Iterator[None]:
+    """Every read inside sees the database as of one moment.
+
+    A copy of a message is the message as of its seq (a message's seq is that of its latest
+    change): its row and its reactions, read by two statements, must come from one snapshot,
+    else a reaction (or a delete) committed between them shows in a copy that still carries
+    the older seq (tests_adversarial/test_copy_consistency.py). Outside a transaction this is
+    one REPEATABLE READ transaction on PostgreSQL (reads only, so it never fails to serialize;
+    it costs BEGIN, SET and COMMIT: three round trips, so newest/before/after history pages,
+    which clients do not merge by seq, go without); SQLite's transactions read one snapshot
+    anyway. Inside a caller's transaction, the caller decides (a send batch holds its
+    chat's row lock, so nothing of that chat commits meanwhile)."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
 
 
 def member_cursors(chat_id: int) -> tuple[list[tuple[int, int | None]], ChatPosition]:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from django.db import connection
 
 from messaging import events
-from messaging.history import MessageRow, changes_between
+from messaging.history import MessageRow, changes_between, one_snapshot
 from messaging.membership import MEMBER_TABLE, same_membership_sql
 from messaging.models import Chat
 from messaging.reactions import reactions_by_message
@@ -102,19 +102,21 @@ def missed_changes(
 
     The messages are read before the membership: if it holds after they were read, it held
     while every one of them committed (a membership row, once gone, never comes back under the
-    same revision), so nothing committed after a removal is returned."""
-    with connection.cursor() as cursor:
-        cursor.execute(_CHAT_SEQ_SQL, [chat_id])
-        row = cursor.fetchone()
-    chat_seq = row[0] if row else after_seq
-    up_to_seq = min(chat_seq, after_seq + FILL_PAGE)
-    rows = changes_between(chat_id, after_seq, up_to_seq) if up_to_seq > after_seq else []
-    with connection.cursor() as cursor:
-        cursor.execute(_SAME_MEMBERSHIP_SQL, [chat_id, user_id, joined_revision])
-        (still_member,) = cursor.fetchone()
-    if not still_member:
-        return None
-    return Missed(found=_found(rows), up_to_seq=up_to_seq, chat_seq=chat_seq)
+    same revision), so nothing committed after a removal is returned. All of it is read in one
+    snapshot, so each message comes as of its seq, reactions included (`one_snapshot`)."""
+    with one_snapshot():
+        with connection.cursor() as cursor:
+            cursor.execute(_CHAT_SEQ_SQL, [chat_id])
+            row = cursor.fetchone()
+        chat_seq = row[0] if row else after_seq
+        up_to_seq = min(chat_seq, after_seq + FILL_PAGE)
+        rows = changes_between(chat_id, after_seq, up_to_seq) if up_to_seq > after_seq else []
+        with connection.cursor() as cursor:
+            cursor.execute(_SAME_MEMBERSHIP_SQL, [chat_id, user_id, joined_revision])
+            (still_member,) = cursor.fetchone()
+        if not still_member:
+            return None
+        return Missed(found=_found(rows), up_to_seq=up_to_seq, chat_seq=chat_seq)
 
 
 def _found(rows: list[MessageRow]) -> list[Found]:

@@ -8,6 +8,7 @@ body is validated (400), then the service applies the rules (400, 403, 404).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -247,17 +248,19 @@ class ChatViewSet(viewsets.GenericViewSet):
         # A plain dict: from a QueryDict, DRF would read "limit=" or "after=" as absent.
         params = _history_query.run_validation(request.query_params.dict())
         chat_id = self._chat_id()
-        # One query answers both "is the caller a member?" and "where is everyone's cursor?".
-        cursors, position = history.member_cursors(chat_id)
-        if request.user.pk not in {user_id for user_id, _ in cursors}:
-            raise NotFound()
-        page, next_url = self._history_page(request, chat_id, position=position, **params)
+        # A since_seq page is merged by seq (docs/websocket.md): each of its messages must be
+        # as of its seq, so it is read in one snapshot. Other pages skip the three round trips.
+        snapshot = history.one_snapshot() if params.get("since_seq") is not None else nullcontext()
+        with snapshot:
+            # One query answers both "is the caller a member?" and "where is everyone's cursor?".
+            cursors, position = history.member_cursors(chat_id)
+            if request.user.pk not in {user_id for user_id, _ in cursors}:
+                raise NotFound()
+            page, next_url = self._history_page(request, chat_id, position=position, **params)
+            results = history.with_reactions(page)
         return Response(
             {
-                "results": [
-                    events.message_data(row, reactions)
-                    for row, reactions in history.with_reactions(page)
-                ],
+                "results": [events.message_data(row, reactions) for row, reactions in results],
                 "next": next_url,
                 "read_cursors": [
                     {"user_id": user_id, "message_id": message_id}

@@ -19,6 +19,7 @@ from django.utils import timezone
 from accounts.models import User
 from chatproject.errors import ApplicationError, Forbidden, NotFound
 from messaging import events
+from messaging.history import one_snapshot
 from messaging.membership import member_exists_sql
 from messaging.models import Chat, ChatMember, Message, Reaction
 from messaging.reactions import MAX_EMOJI_PER_MESSAGE, Reactions, reactions_by_message
@@ -221,9 +222,11 @@ def _sent_from_row(row: tuple | None, *, author: User, params: dict[str, Any]) -
         )
         return _announced(_loaded(message), revision)
     # A repeat: `earlier` found it, or (ON CONFLICT) it committed after this statement's
-    # snapshot was taken. Either way it is read now, whole (it may have changed since).
-    original = Message.objects.get(chat_id=chat_id, author=author, client_id=client_id)
-    return _repeat(original)
+    # snapshot was taken. Either way it is read now, whole (it may have changed since), its
+    # row and reactions in one snapshot (outside a batch, the chat is no longer locked).
+    with one_snapshot():
+        original = Message.objects.get(chat_id=chat_id, author=author, client_id=client_id)
+        return _repeat(original)
 
 
 def _repeat(original: Message) -> SentMessage:
