@@ -267,6 +267,10 @@ class Client:
             return False
         finally:
             del self.waiting[client_id]
+            if not answer.done():
+                answer.cancel()
+            elif not answer.cancelled():
+                answer.exception()  # Seen: the socket closing after the send failed is no news.
         if frame["type"] == "error":
             # The database or the layer failed this attempt: retry it.
             assert frame["code"] in {"server_error", "rate_limited"}, frame
