@@ -20,11 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.auth import JWTQueryAuthMiddleware  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
-from serving import backpressure  # noqa: E402
 from serving.origin import OriginValidator  # noqa: E402
-
-# Under daphne: abort a client that stops reading before its backlog grows without bound.
-backpressure.install()
 
 application = ProtocolTypeRouter(
     {

@@ -125,6 +125,8 @@ class StrictCharFieldExtension(OpenApiSerializerFieldExtension):
     pattern = NO_NUL_PATTERN
 
     def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        # Private by name, but the way OpenApiSerializerFieldExtension's docstring gives to start
+        # from the default mapping (docs/internals.md, SP-1).
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
         # A field with a regex validator of its own (usernames) has that pattern instead.
         if not any(isinstance(check, RegexValidator) for check in self.target.validators):

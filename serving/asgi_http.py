@@ -17,6 +17,13 @@ idle executor from the pool), so a slow request never holds up another one, and 
 connections stay per thread: closed (handed back to the pool) by request_finished at the end of
 the request, as with Django's handler. An async view (`/healthz`) runs on the event loop
 through `async_to_sync`, as Django runs async views under WSGI.
+
+Django has no public way to build its ASGI handler with a sync chain: this relies on
+`BaseHandler.load_middleware(is_async=False)`, `ASGIHandler.handle()` reaching the response
+through `get_response_async`, and asgiref's recent `ThreadSensitiveContext(executor=)`. Kept
+because the benchmark says it pays (CPU per history request 4.0-4.4 ms -> 2.6-2.7 ms,
+docs/performance.md "Scenario 4"); the assumptions and their tests: docs/internals.md, DJ-1
+and AS-2.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ Stock daphne also turns an application's close with a protocol code such as 1009
 big) or 1013 (try again later) into 1011: autobahn's `sendClose()` accepts only 1000 and
 3000-4999 and raises otherwise. Here those codes reach the client as the consumer sent them.
 
+Every WebSocket also gets a bound on what waits in its send buffer (serving/backpressure.py).
+
+Daphne has no documented extension points for any of this: what this module relies on, and
+the tests that fail if an upgrade changes it, are in docs/internals.md (DA-1 to DA-5).
+
 Stock daphne's access log writes the raw request line to stdout, query string included, and
 the WebSocket token travels in `?token=`. Here access entries go through `logging` (so they come
 out as JSON lines like everything else) with every query value except a few harmless ones
@@ -38,6 +43,8 @@ from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor, task
+
+from serving.backpressure import BoundedWebSocketProtocol
 
 logger = logging.getLogger("serving.server")
 access_logger = logging.getLogger("chatproject.access")
@@ -92,13 +99,17 @@ class AccessLogger:
         access_logger.info(message, extra=fields)
 
 
-class CloseCodeWebSocketProtocol(WebSocketProtocol):
-    def serverClose(self, code: int | None = None) -> None:
+class ServerWebSocketProtocol(BoundedWebSocketProtocol):
+    """Daphne's WebSocket protocol, with a bounded send buffer and every close code."""
+
+    def sendClose(self, code: int | None = None, reason: str | None = None) -> None:  # noqa: N802
+        """autobahn's public `sendClose`, which daphne closes with, refuses the protocol codes;
+        they go out through the lower-level call daphne itself uses for its own 1011."""
         if code in PROTOCOL_CLOSE_CODES:
-            # The lower-level call daphne itself uses for its own 1011.
-            self.sendCloseFrame(code=code, isReply=False)
+            reason_utf8 = reason.encode() if reason is not None else None
+            self.sendCloseFrame(code=code, reasonUtf8=reason_utf8, isReply=False)
         else:
-            super().serverClose(code=code)
+            super().sendClose(code=code, reason=reason)
 
 
 class GracefulServer(Server):
@@ -109,17 +120,10 @@ class GracefulServer(Server):
             self.action_logger = AccessLogger()
         self.listening_ports: list[Any] = []
 
-    @property
-    def ws_factory(self) -> Any:
-        return self._ws_factory
-
-    @ws_factory.setter
-    def ws_factory(self, factory: Any) -> None:
-        """daphne's run() creates the factory; every socket it builds uses our protocol."""
-        factory.protocol = CloseCodeWebSocketProtocol
-        self._ws_factory = factory
-
     def listen_success(self, port: Any) -> None:
+        """Called by daphne's run() for each endpoint, once it listens, before any connection
+        is accepted: every socket the WebSocket factory (made by run()) builds is ours."""
+        self.ws_factory.protocol = ServerWebSocketProtocol
         self.listening_ports.append(port)
         super().listen_success(port)
 

@@ -23,8 +23,9 @@ def test_register_creates_a_user_with_or_without_trailing_slash(api_client, path
     response = register(api_client, path, username="alice", password=STRONG)
 
     assert response.status_code == 201
-    assert response.json() == {"id": response.json()["id"], "username": "alice"}
-    assert User.objects.get(username="alice").check_password(STRONG)
+    created = User.objects.get(username="alice")
+    assert response.json() == {"id": created.pk, "username": "alice"}
+    assert created.check_password(STRONG)
 
 
 def test_register_accepts_an_optional_email(api_client):

@@ -3,6 +3,7 @@
 import pytest
 from django.test import Client, override_settings
 
+from conftest import PASSWORD
 from messaging import services
 from messaging.models import Chat, ChatMember, Message
 
@@ -79,8 +80,21 @@ def test_messages_are_read_only_in_the_admin(staff_client, user, make_chat, make
     assert staff_client.get("/admin/messaging/message/add/").status_code == 403
 
 
-def test_admin_login_page_renders(client):
-    assert client.get("/admin/login/").status_code == 200
+def test_admin_login_page_renders_a_login_form_that_logs_staff_in(client, make_user):
+    make_user("admin-login", is_staff=True)
+
+    page = client.get("/admin/login/")
+
+    assert page.status_code == 200
+    assert page.templates[0].name == "admin/login.html"
+    html = page.content.decode()
+    for field in ('name="username"', 'name="password"', 'name="csrfmiddlewaretoken"'):
+        assert field in html
+    logged_in = client.post(
+        "/admin/login/?next=/admin/", {"username": "admin-login", "password": PASSWORD}
+    )
+    assert (logged_in.status_code, logged_in["Location"]) == (302, "/admin/")
+    assert client.get("/admin/").status_code == 200
 
 
 def test_the_member_picker_searches_users(staff_client, make_user):

@@ -119,9 +119,14 @@ async def test_a_foreign_browser_origin_is_refused(ws, user):
 
 
 @pytest.mark.parametrize("origin", [b"http://localhost:8000", b"http://127.0.0.1:3000"])
-async def test_an_allowed_origin_or_none_is_accepted(ws, user, origin):
-    await ws(user, headers=[(b"origin", origin)])
-    await ws(user)
+async def test_an_allowed_origin_or_none_is_accepted(ws, user, pair_chat, origin):
+    for headers in ([(b"origin", origin)], []):
+        socket = await ws(user, headers=headers, connected=False)
+
+        accepted, _ = await socket.connect()
+
+        assert accepted, headers
+        await still_works(socket, pair_chat)  # Accepted and kept: not closed with 4401 after.
 
 
 async def test_ws_allowed_origins_overrides_allowed_hosts(ws, user):
@@ -678,6 +683,10 @@ async def test_past_the_burst_events_are_rate_limited_and_the_socket_stays_open(
         await send(socket, type="new_message", chat_id=pair_chat.pk, text="too much")
 
         await expect_error(socket, "rate_limited")
+        # Still open and still answering: the next event gets its own answer, no close.
+        await send(socket, type="new_message", chat_id=pair_chat.pk, text="again", client_id="c2")
+        await expect_error(socket, "rate_limited", client_id="c2")
+        assert await socket.receive_nothing(timeout=0.2)
     assert await count_messages() == 0
 
 

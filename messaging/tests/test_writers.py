@@ -13,15 +13,35 @@ from channels.db import database_sync_to_async
 from chatproject.errors import NotFound
 from messaging import services
 from messaging.models import Message
-from messaging.writers import run_on_writer
+from messaging.writers import ChatWriter, run_on_writer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def sends_in_one_batch(chat_id: int, requests: list[dict[str, Any]]) -> list[Any]:
-    """Hold the chat's writer until every send is queued, so they run as one batch."""
-    release = threading.Event()
-    holding = asyncio.ensure_future(run_on_writer(chat_id, release.wait))
+async def sends_in_one_batch(
+    chat_id: int, requests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> list[Any]:
+    """Queue every send behind a job that holds the chat's writer, then let it go: the writer
+    then takes them all at once, as one batch. No timing: the holding job is running before
+    the first send is queued, and it is released once the last one is."""
+    holding_started, release = threading.Event(), threading.Event()
+    queued: list[Any] = []
+    all_queued = asyncio.Event()
+    submit = ChatWriter.submit
+
+    def submit_and_count(writer: ChatWriter, job: Any) -> None:
+        submit(writer, job)
+        queued.append(job)
+        if len(queued) == len(requests):
+            all_queued.set()
+
+    def hold() -> None:
+        holding_started.set()
+        release.wait(timeout=30)
+
+    holding = asyncio.ensure_future(run_on_writer(chat_id, hold))
+    assert await asyncio.to_thread(holding_started.wait, 30)
+    monkeypatch.setattr(ChatWriter, "submit", submit_and_count)
     sends = [
         asyncio.ensure_future(
             run_on_writer(
@@ -30,7 +50,7 @@ async def sends_in_one_batch(chat_id: int, requests: list[dict[str, Any]]) -> li
         )
         for request in requests
     ]
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(all_queued.wait(), 30)
     release.set()
     await holding
     return await asyncio.gather(*sends, return_exceptions=True)
@@ -59,7 +79,7 @@ async def test_a_batch_stores_every_send_in_order_with_consecutive_seqs(
         for n, author in enumerate([user, other_user, user, other_user])
     ]
 
-    outcomes = await sends_in_one_batch(chat.pk, requests)
+    outcomes = await sends_in_one_batch(chat.pk, requests, monkeypatch)
 
     assert [o.message.text for o in outcomes] == ["m0", "m1", "m2", "m3"]
     assert all(o.created for o in outcomes)
@@ -71,7 +91,7 @@ async def test_a_batch_stores_every_send_in_order_with_consecutive_seqs(
 
 
 async def test_a_refused_send_fails_alone_and_a_repeat_in_the_same_batch_is_answered(
-    user, other_user, make_user, make_chat
+    user, other_user, make_user, make_chat, monkeypatch
 ):
     chat = await database_sync_to_async(make_chat)(user, [other_user])
     outsider = await database_sync_to_async(make_user)()
@@ -82,7 +102,7 @@ async def test_a_refused_send_fails_alone_and_a_repeat_in_the_same_batch_is_answ
         {"author": other_user, "chat_id": chat.pk, "text": "second", "client_id": None},
     ]
 
-    first, refused, repeat, second = await sends_in_one_batch(chat.pk, requests)
+    first, refused, repeat, second = await sends_in_one_batch(chat.pk, requests, monkeypatch)
 
     assert isinstance(refused, NotFound)
     assert first.created and not repeat.created
@@ -91,7 +111,9 @@ async def test_a_refused_send_fails_alone_and_a_repeat_in_the_same_batch_is_answ
     assert await database_sync_to_async(stored_texts)(chat.pk) == ["first", "second"]
 
 
-async def test_a_database_error_in_a_batch_fails_only_its_own_send(user, other_user, make_chat):
+async def test_a_database_error_in_a_batch_fails_only_its_own_send(
+    user, other_user, make_chat, monkeypatch
+):
     chat = await database_sync_to_async(make_chat)(user, [other_user])
     requests = [
         {"author": user, "chat_id": chat.pk, "text": "before", "client_id": None},
@@ -100,7 +122,7 @@ async def test_a_database_error_in_a_batch_fails_only_its_own_send(user, other_u
         {"author": other_user, "chat_id": chat.pk, "text": "after", "client_id": None},
     ]
 
-    before, broken, after = await sends_in_one_batch(chat.pk, requests)
+    before, broken, after = await sends_in_one_batch(chat.pk, requests, monkeypatch)
 
     assert isinstance(broken, Exception) and not isinstance(broken, NotFound)
     assert before.created and after.created
