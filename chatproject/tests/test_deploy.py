@@ -239,7 +239,7 @@ def test_production_refuses_to_serve_without_a_secret_key() -> None:
 def pubsub_layer_at(port: int) -> dict[str, Any]:
     return {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "messaging.channel_layer.ShardedRedisPubSubLayer",
             "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"]},
         }
     }
