@@ -37,6 +37,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from bench.loadgen import close_sockets, dumps, emit, loads, percentiles
 
 now = time.perf_counter
+# Longest wait for one catch-up answer before it is asked again on another connection.
+REQUEST_SECONDS = 10.0
 
 
 class HTTPClient:
@@ -47,15 +49,20 @@ class HTTPClient:
         self.host, self.port = host, port
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.gate = asyncio.Semaphore(connections)
+        self.retried: Counter[str] = Counter()
 
     async def get(self, path: str, token: str) -> tuple[int, bytes]:
+        """One GET; a connection that fails (closed by the server while idle, or no answer in
+        REQUEST_SECONDS) is dropped and the request sent again on another, twice at most."""
         async with self.gate:
             for attempt in range(3):
                 conn = self.idle.pop() if self.idle else await self._open()
                 try:
-                    status, body = await self._request(conn, path, token)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    async with asyncio.timeout(REQUEST_SECONDS):
+                        status, body = await self._request(conn, path, token)
+                except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
                     conn[1].close()
+                    self.retried[type(exc).__name__] += 1
                     if attempt == 2:
                         raise
                     continue
@@ -367,6 +374,7 @@ async def run_storm(spec: dict[str, Any]) -> dict[str, Any]:
         "catch_up_pages": storm.pages,
         "catch_up_page_ms": percentiles(storm.page_times),
         "catch_up_failures": dict(storm.catch_up_failures),
+        "catch_up_retries": dict(spec["_http"].retried),
         "catch_up_overlaps": storm.overlaps,
         "sent": storm.sent,
         "accepted": sum(len(ids) for ids in storm.accepted.values()),
