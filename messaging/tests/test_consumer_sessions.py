@@ -122,13 +122,32 @@ async def test_a_deactivated_user_is_closed_out(ws, user):
 
 
 @override_settings(WS_MAX_SOCKETS_PER_USER=1)
-async def test_a_consumer_cancelled_by_the_server_gives_back_its_slot_and_tasks(ws, user):
+async def test_a_consumer_cancelled_mid_send_gives_back_its_slot_groups_and_tasks(
+    ws, user, make_chat
+):
+    from channels.layers import get_channel_layer
+
+    from messaging.fanout import local_fanout
+
+    chat = await database_sync_to_async(make_chat)(user)
+    sending = asyncio.Event()
+
+    async def stuck_writer(*args, **kwargs):
+        sending.set()
+        await asyncio.Event().wait()  # The database never answers.
+
     socket = await ws(user)
-    assert sockets.socket_count(user.pk) == 1
+    fanout = local_fanout(get_channel_layer())
+    assert f"chat.{chat.pk}" in fanout.listeners and sockets.socket_count(user.pk) == 1
+    with mock.patch("messaging.consumers.run_on_writer", stuck_writer):
+        await socket.send_json_to({"type": "new_message", "chat_id": chat.pk, "text": "hi"})
+        await asyncio.wait_for(sending.wait(), 3)
+        socket.future.cancel()  # What daphne does past its application close timeout.
+        with pytest.raises(asyncio.CancelledError):
+            await socket.future
 
-    socket.future.cancel()  # What daphne does past its application close timeout.
-    with pytest.raises(asyncio.CancelledError):
-        await socket.future
-
+    await asyncio.sleep(0.05)  # The unsubscriptions run in the background.
     assert sockets.socket_count(user.pk) == 0
+    assert f"chat.{chat.pk}" not in fanout.listeners
+    assert f"user.{user.pk}" not in fanout.listeners
     await ws(user)  # Not refused with 4429.
