@@ -8,7 +8,6 @@ This module translates between frames and those.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from rest_framework.exceptions import ValidationError
 from accounts.auth import access_token_check
 from chatproject import metrics
 from chatproject.errors import ApplicationError, NotFound
-from messaging import events, services
+from messaging import events, frames, services
 from messaging.delivery import ChatSubscriptions
 from messaging.fanout import local_fanout
 from messaging.limits import sockets
@@ -46,8 +45,6 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_TOO_BIG = 1009
-# Client events are objects of scalars; anything nested deeper is refused as `invalid_json`.
-MAX_JSON_DEPTH = 32
 
 _check_token = database_sync_to_async(access_token_check)
 
@@ -209,14 +206,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not self.counted or self.outbox.closing:
             return  # Refused at connect, or closing: frames sent meanwhile are ignored.
         text = message.get("text")
-        if _frame_size(text, message.get("bytes")) > settings.WS_MAX_FRAME_BYTES:
+        if frames.frame_size(text, message.get("bytes")) > settings.WS_MAX_FRAME_BYTES:
             await self.close(code=CLOSE_TOO_BIG)
             return
         allowed = await sockets.allow_event(self.user.pk)
-        content, problem = _decode(text)
+        content, problem = frames.decode(text)
         if not allowed:
             # Echoed like any error, so the client knows which client_id to send again.
-            echo = _request_echo(content) if problem is None else {}
+            echo = frames.request_echo(content) if problem is None else {}
             self._send_error("rate_limited", "Too many events; slow down.", echo)
             return
         if problem is not None:
@@ -225,7 +222,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.receive_json(content)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        echo = _request_echo(content)
+        echo = frames.request_echo(content)
         try:
             if not isinstance(content, dict):
                 raise EventError("validation_error", "An event must be a JSON object.")
@@ -233,7 +230,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # Only the client event names: a list or object as `type` is not a crash.
             handler = self.HANDLERS.get(event_type) if isinstance(event_type, str) else None
             if handler is None:
-                raise EventError("unknown_type", f"Unknown event type: {_shown(event_type)}.")
+                raise EventError("unknown_type", f"Unknown event type: {frames.shown(event_type)}.")
             await handler(self, content)
         except EventError as exc:
             self._send_error(exc.code, exc.detail, echo)
@@ -341,70 +338,3 @@ def _validated(serializer_class: type, content: dict[str, Any]) -> dict[str, Any
     if validator is None:
         validator = _validators[serializer_class] = serializer_class()
     return validator.run_validation(content)
-
-
-def _frame_size(text: str | None, data: bytes | None) -> int:
-    """Size in bytes; UTF-8 encoding is skipped when the length alone decides."""
-    if text is None:
-        return len(data or b"")
-    if len(text) * 4 <= settings.WS_MAX_FRAME_BYTES:
-        return len(text)
-    return len(text.encode())
-
-
-def _decode(text: str | None) -> tuple[Any, str | None]:
-    """(the frame's JSON value, None), or (None, why it is not JSON)."""
-    if text is None:
-        return None, "Frames must be JSON text, not binary."
-    try:
-        # NaN and Infinity are not JSON: echoed back, they would make our frames invalid.
-        content = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):  # Deep nesting fits in 64 KiB: not a crash.
-        return None, "The frame is not valid JSON."
-    if _nested_deeper_than(content, MAX_JSON_DEPTH):
-        # Parsed just under the recursion limit, it would still exhaust it later (validation
-        # calls str() on it): refused here, whatever the stack depth happens to be.
-        return None, f"The frame is nested deeper than {MAX_JSON_DEPTH} levels."
-    return content, None
-
-
-def _nested_deeper_than(value: Any, limit: int) -> bool:
-    """Whether lists/objects nest more than `limit` levels (iterative: no recursion)."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _shown(value: Any, limit: int = 100) -> str:
-    """A short repr of a client value for an error detail (repr escapes lone surrogates)."""
-    scalar = isinstance(value, str | int | float | type(None))
-    shown = repr(value) if scalar else type(value).__name__
-    return shown if len(shown) <= limit else shown[:limit] + "..."
-
-
-def _echoable(value: Any) -> bool:
-    if isinstance(value, str):
-        # A lone surrogate (from a JSON escape) cannot be encoded into a text frame.
-        return value.isascii() or not any("\ud800" <= char <= "\udfff" for char in value)
-    return value is None or isinstance(value, int | float)
-
-
-def _request_echo(content: Any) -> dict[str, Any]:
-    """The offending event's type, chat_id and client_id, when it had them (scalars only)."""
-    if not isinstance(content, dict):
-        return {}
-    return {
-        key: content[key]
-        for key in ("type", "chat_id", "client_id")
-        if key in content and _echoable(content[key])
-    }

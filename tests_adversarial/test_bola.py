@@ -27,7 +27,7 @@ NONEXISTENT_ID = 987_654_321
 @pytest.fixture
 def victims(make_user, make_chat, make_message) -> dict[str, Any]:
     """Alice and Bob's chat with two messages; Mallory's own chat with one message."""
-    alice, bob, mallory = make_user(), make_user(), make_user()
+    alice, bob, mallory, carol = make_user(), make_user(), make_user(), make_user()
     chat = make_chat(alice, [bob], title="private plans")
     first = make_message(chat, alice, "the secret is 42", client_id="alice-1")
     second = make_message(chat, bob, "do not tell mallory")
@@ -38,6 +38,7 @@ def victims(make_user, make_chat, make_message) -> dict[str, Any]:
         "alice": alice,
         "bob": bob,
         "mallory": mallory,
+        "carol": carol,
         "chat": chat,
         "messages": [first, second],
         "own_chat": own_chat,
@@ -170,9 +171,22 @@ async def test_an_outsider_gets_not_found_on_every_websocket_event(ws, victims) 
         assert "secret" not in str(answer)
     assert await sync_to_async(_snapshot)() == before
     assert await drain(alice_socket) == [] and await drain(bob_socket) == []
-    # Mallory's socket never hears the victims' chat: a message sent there now stays private.
-    await send_message(alice_socket, victims["chat"].pk, "still private")
-    assert [event["type"] for event in await drain(bob_socket)] == ["new_message"]
+    # Mallory's socket never hears the victims' chat: a message, an edit, a reaction, a new
+    # title and a new member there now stay private.
+    sent = await send_message(alice_socket, victims["chat"].pk, "still private")
+
+    def change_the_chat() -> None:
+        chat_id, message_id = victims["chat"].pk, sent["message"]["id"]
+        alice, bob = victims["alice"], victims["bob"]
+        services.message_edit(editor=alice, chat_id=chat_id, message_id=message_id, text="x")
+        services.reaction_add(user=bob, chat_id=chat_id, message_id=message_id, emoji="👀")
+        services.chat_rename(actor=alice, chat_id=chat_id, title="still private")
+        services.chat_members_add(actor=alice, chat_id=chat_id, user_ids=[victims["carol"].pk])
+
+    await sync_to_async(change_the_chat)()
+    bob_heard = [event["type"] for event in await drain(bob_socket)]
+    assert bob_heard.count("new_message") == 1 and bob_heard.count("message_updated") == 2
+    assert "chat_updated" in bob_heard
     assert await drain(mallory) == []
 
 

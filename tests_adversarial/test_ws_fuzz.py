@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import IN_CI
 from messaging import services
-from messaging.consumers import MAX_JSON_DEPTH, _nested_deeper_than
+from messaging.frames import MAX_JSON_DEPTH, _nested_deeper_than
 from messaging.models import ChatMember, Message
 from messaging.serializers import MAX_ID
 from tests_adversarial.sockets import drain, next_event, next_output, quiet, send_message

@@ -72,10 +72,16 @@ def message_send(
     id order and their changes in seq order. `created_at` is taken under that lock and never
     goes back as ids grow (the chat's activity time is its floor).
     """
-    if connection.vendor == "postgresql":
-        return _message_send_in_one_statement(
-            author=author, chat_id=chat_id, text=text, client_id=client_id
-        )
+    send = _message_send_in_one_statement if connection.vendor == "postgresql" else _message_send
+    return send(author=author, chat_id=chat_id, text=text, client_id=client_id)
+
+
+def _message_send(
+    *, author: User, chat_id: int, text: str, client_id: str | None = None
+) -> SentMessage:
+    """`message_send` with the ORM: any database (SQLite, the development default). The
+    send rules exist twice, this and `_SEND_SQL`; messaging/tests/test_send_rules.py runs both
+    against the same cases."""
     with transaction.atomic():
         chat = _locked_chat(chat_id, member=author)
         if client_id is not None:
@@ -160,7 +166,7 @@ def message_send_many(requests: list[dict[str, Any]]) -> list[SentMessage | Appl
     below Django's cursor wrappers): the writer thread waits once for the batch, not once per
     message, each wait being a chance to lose the GIL to the event loop for milliseconds."""
     if connection.vendor != "postgresql":
-        return [_refusal_or(partial(message_send, **request)) for request in requests]
+        return [_refusal_or(partial(_message_send, **request)) for request in requests]
     every_params = [_send_params(**request) for request in requests]
     connection.ensure_connection()
     pg = connection.connection

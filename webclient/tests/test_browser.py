@@ -673,3 +673,35 @@ def test_phone_layout_keyboard_and_dark_mode(
     expect(messages(page)).to_have_count(4)
     expect(messages(page).last).not_to_contain_text("Sending")
     screenshot(page, "chat-dark")
+
+
+def test_new_chat_finds_people_by_name_and_starts_a_direct_chat_and_a_group(
+    cluster: Any, pages: Pages, data: Data
+) -> None:
+    alice, bob, carol = data.person("alice"), data.person("bob"), data.person("carol")
+    alice_page = pages.open(cluster.one, user=alice)
+    bob_page = pages.open(cluster.two, user=bob)
+
+    alice_page.get_by_role("button", name="New chat").click()
+    dialog = alice_page.get_by_role("dialog", name="New chat")
+    dialog.get_by_label("Search people").fill(bob.username[:6].upper())  # Any case.
+    people = dialog.get_by_role("list", name="People")
+    expect(people.get_by_text(bob.username)).to_be_visible()
+    dialog.get_by_role("button", name=f"Message {bob.username}").click()
+    expect(dialog).to_be_hidden()
+    # The direct chat shows the other person's name, on both sides, Bob's live.
+    expect(chat_item(alice_page, bob.username)).to_be_visible()
+    expect(chat_item(bob_page, alice.username)).to_be_visible()
+    send(alice_page, "hello directly")
+    chat_item(bob_page, alice.username).click()
+    expect(messages(bob_page)).to_have_count(1)
+
+    alice_page.get_by_role("button", name="New chat").click()
+    for person in (bob, carol):
+        dialog.get_by_label("Search people").fill(person.username)
+        dialog.get_by_role("button", name=f"Add {person.username} to the group").click()
+    dialog.get_by_label("Group name (optional)").fill("Three of us")
+    dialog.get_by_role("button", name="Create group").click()
+    expect(dialog).to_be_hidden()
+    expect(chat_item(bob_page, "Three of us")).to_be_visible()
+    assert data.orm(lambda: Chat.objects.get(title="Three of us").members.count()) == 3

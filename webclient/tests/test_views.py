@@ -118,3 +118,23 @@ def test_compose_nginx_sends_the_page_and_its_static_files_to_the_service() -> N
     block = conf[conf.index("location / {") :]
     assert re.search(r"proxy_pass\s+http://chat_instances;", block)
     assert "root " not in conf and "alias " not in conf
+
+
+def test_production_modules_import_each_other_by_their_hashed_names(static_root) -> None:
+    """A new `main.js` never runs with cached older modules after a deploy."""
+    import re
+
+    hashed = re.compile(r"\.[0-9a-f]{12}\.js$")
+    modules = [
+        path
+        for path in (static_root / "webclient" / "js").rglob("*.js")
+        if hashed.search(path.name)
+    ]
+    imports = [
+        target
+        for path in modules
+        for target in re.findall(r'(?:from|import)\s*"([^"]+\.js)"', path.read_text())
+    ]
+
+    assert len(modules) >= 5 and imports
+    assert [target for target in imports if not hashed.search(target)] == []
