@@ -95,18 +95,21 @@ def server_environment(database_url: str) -> dict[str, str]:
 
 
 def seed_in_child(database_url: str, users: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [venv_python(), "-m", "bench.embedded", "seed", "--users", str(users)],
-        cwd=ROOT,
-        env=server_environment(database_url),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"seeding failed:\n{done.stdout}\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # The result comes back in a file of its own: stdout is the child's log too.
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
+        done = subprocess.run(
+            [venv_python(), "-m", "bench.embedded", "seed", "--users", str(users)]
+            + ["--result", result.name],
+            cwd=ROOT,
+            env=server_environment(database_url),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"seeding failed:\n{done.stdout}\n{done.stderr}")
+        return json.loads(result.read())
 
 
 # --- Load ---------------------------------------------------------------------------------------
@@ -364,6 +367,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=USERS)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--http", action="store_true", help="HTTP senders too")
+    parser.add_argument("--result", help="seed: write the result to this file, not stdout")
     parser.add_argument(
         "--topology",
         choices=["room", "pairs"],
@@ -372,7 +376,11 @@ def main() -> None:
     )
     arguments = parser.parse_args()
     if arguments.command == "seed":
-        print(json.dumps(seed(arguments.users)))
+        seeded = json.dumps(seed(arguments.users))
+        if arguments.result:
+            Path(arguments.result).write_text(seeded)
+        else:
+            print(seeded)
         return
     with tempfile.TemporaryDirectory(prefix="bench-embedded-") as directory:
         with embedded_server(Path(directory), arguments.users) as (server, seeded):

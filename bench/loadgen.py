@@ -349,6 +349,53 @@ async def run_idle(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- Accept rate: open many sockets as fast as the server takes them ----------------------------
+
+
+async def run_connect(spec: dict[str, Any]) -> dict[str, Any]:
+    """Open every socket, `concurrency` handshakes in flight, each timed from the TCP connect
+    to the open socket (the server's 101); then close them all. The same code measures the
+    service and the bare reference server."""
+    urls = spec["sockets"]
+    gate = asyncio.Semaphore(spec.get("concurrency", 200))
+    times: list[float] = []
+    failures: Counter[str] = Counter()
+
+    async def one(url: str) -> ClientConnection | None:
+        async with gate:
+            began = now()
+            try:
+                ws = await connect(
+                    url, compression=None, proxy=None, ping_interval=None, open_timeout=60
+                )
+            except Exception as exc:
+                failures[type(exc).__name__] += 1
+                return None
+            times.append(now() - began)
+            return ws
+
+    emit("start")
+    cpu_before = time.process_time()
+    started = now()
+    sockets = [ws for ws in await asyncio.gather(*(one(url) for url in urls)) if ws is not None]
+    elapsed = now() - started
+    loadgen_cpu = time.process_time() - cpu_before
+    emit("end")
+    await asyncio.sleep(spec.get("hold", 0))
+    still_open = sum(1 for ws in sockets if ws.state.name == "OPEN")
+    await close_sockets(sockets)
+    return {
+        "sockets": len(urls),
+        "opened": len(sockets),
+        "still_open": still_open,
+        "errors": dict(failures),
+        "connect_seconds": round(elapsed, 3),
+        "connects_per_s": round(len(sockets) / elapsed, 1),
+        "latency_ms": percentiles(times),
+        "loadgen_cpu_pct": round(100 * loadgen_cpu / max(elapsed, 1e-9), 1),
+    }
+
+
 # --- HTTP history pages ---------------------------------------------------------------------------
 
 
@@ -410,7 +457,14 @@ def main() -> None:
             runner = uvloop.run
         except ImportError:  # pragma: no cover
             runner = asyncio.run
-        scenario = run_traffic if spec["kind"] == "traffic" else run_idle
+        if spec["kind"] == "storm":
+            from bench.storm import run_storm
+
+            scenario = run_storm
+        else:
+            scenario = {"traffic": run_traffic, "idle": run_idle, "connect": run_connect}[
+                spec["kind"]
+            ]
         result = runner(scenario(spec))
     emit("result", **result)
 

@@ -31,15 +31,21 @@ class Process:
     popen: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    last_cpu: float = 0.0
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        """User + system CPU time the process has used so far (once it has exited: the last
+        figure read while it ran)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return self.last_cpu
+        self.last_cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return self.last_cpu
 
     def rss_bytes(self) -> int:
         """Resident memory now (from statm: resident pages times page size)."""

@@ -1,8 +1,12 @@
 """The benchmark's data, created once per run straight in the database (never through the API).
 
 Users share one password hash computed once (hashing is slow by design and is not what
-is measured); access tokens are minted with simplejwt, as login would. The history chat's
-million messages are one server-side bulk INSERT ... SELECT generate_series.
+is measured); access tokens are minted as login would (accounts.tokens: simplejwt's, with the
+token version). The history chat's million messages are one server-side bulk INSERT ... SELECT
+generate_series, numbered as the service numbers them: `seq` 1..N in the chat, and the chat's
+`seq` at N. Memberships are bulk-created with the columns' defaults (joined at seq and revision
+0, before any message: every member sees the whole chat), as a chat made before its first
+message would have them.
 
 Needs Django set up (bench.run does it) on the benchmark's own database: `reset()` empties it.
 """
@@ -13,12 +17,18 @@ from dataclasses import dataclass
 
 from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
+from accounts.tokens import AccessToken
 from messaging.models import Chat, ChatMember, Message
 
-TABLES = ("messaging_message", "messaging_chatmember", "messaging_chat", "accounts_user")
+TABLES = (
+    "messaging_reaction",
+    "messaging_message",
+    "messaging_chatmember",
+    "messaging_chat",
+    "accounts_user",
+)
 
 
 @dataclass
@@ -64,9 +74,10 @@ def history_load(chat_id: int, author_id: int, count: int) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO messaging_message (chat_id, author_id, text, created_at, client_id)
+            INSERT INTO messaging_message
+                (chat_id, author_id, text, created_at, client_id, seq, deleted)
             SELECT %s, %s, 'history message number ' || g,
-                   now() - make_interval(secs => %s - g), NULL
+                   now() - make_interval(secs => %s - g), NULL, g, false
             FROM generate_series(1, %s) AS g
             """,
             [chat_id, author_id, count, count],
@@ -74,5 +85,7 @@ def history_load(chat_id: int, author_id: int, count: int) -> list[int]:
         cursor.execute("ANALYZE messaging_message")
     ids = list(Message.objects.filter(chat_id=chat_id).order_by("id").values_list("id", flat=True))
     newest = Message.objects.get(pk=ids[-1])
-    Chat.objects.filter(pk=chat_id).update(last_message=newest, last_activity_at=newest.created_at)
+    Chat.objects.filter(pk=chat_id).update(
+        last_message=newest, last_activity_at=newest.created_at, seq=count
+    )
     return ids

@@ -19,8 +19,12 @@ if settings.SECRET_KEY_MISSING:  # Never serve on a throwaway key.
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.auth import JWTQueryAuthMiddleware  # noqa: E402
+from chatproject import metrics  # noqa: E402
 from messaging.routing import websocket_urlpatterns  # noqa: E402
 from serving.origin import OriginValidator  # noqa: E402
+
+# Prometheus metrics on a port of their own, when METRICS_PORT is set (chatproject/metrics.py).
+metrics.serve()
 
 application = ProtocolTypeRouter(
     {

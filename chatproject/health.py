@@ -48,7 +48,10 @@ async def channel_layer_answers() -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer is configured")
-    await layer.group_send(PROBE_GROUP, {"type": "healthz.probe"})
+    if hasattr(layer, "ping_all"):  # Every Redis server of the layer (messaging/channel_layer.py).
+        await layer.ping_all()
+    else:
+        await layer.group_send(PROBE_GROUP, {"type": "healthz.probe"})
 
 
 async def _status(name: str, check: Awaitable[None]) -> str:

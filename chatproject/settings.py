@@ -85,7 +85,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: it answers preflight requests, and its headers must be on every answer.
+    # Times every request by URL pattern when METRICS_PORT is set (else a plain call).
+    "chatproject.metrics.HTTPMetricsMiddleware",
+    # It answers preflight requests, and its headers must be on every answer.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -163,7 +165,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # --- Redis: channel layer and cache -------------------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="")
+# One Redis server, or several: a comma-separated list. The channel layer spreads its channels
+# over all of them (each chat's and user's group lives on one, by a hash of its name); the
+# cache (throttles) and the WebSocket event budgets use the first (docs/deployment.md).
+REDIS_URLS = [url.strip() for url in env.str("REDIS_URL", default="").split(",") if url.strip()]
+REDIS_URL = REDIS_URLS[0] if REDIS_URLS else ""
 # Names this deployment's channels in Redis; the default follows REDIS_URL's database number.
 CHANNEL_LAYER_PREFIX = env.str(
     "CHANNEL_LAYER_PREFIX", default=f"chat-db{urlsplit(REDIS_URL).path.strip('/') or 0}"
@@ -172,12 +178,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             # Redis pub/sub: one PUBLISH per group_send, no per-channel capacity that drops
-            # messages under bursts; pipelined, since the stock layer's one-at-a-time publishing
-            # times out under fan-out load. Measurements: docs/performance.md.
-            "BACKEND": "messaging.channel_layer.PipelinedRedisPubSubChannelLayer",
+            # messages under bursts; pipelined, since one-at-a-time publishing times out under
+            # fan-out load; sharded over REDIS_URL's servers. docs/performance.md.
+            "BACKEND": "messaging.channel_layer.ShardedRedisPubSubLayer",
             # Pub/sub channels ignore Redis's database number: without a prefix of their own,
             # two deployments (or test runs) on one Redis server would hear each other.
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
+            "CONFIG": {"hosts": REDIS_URLS, "prefix": CHANNEL_LAYER_PREFIX},
         }
     }
     CACHES = {

@@ -22,6 +22,7 @@ from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
 from accounts.auth import access_token_check
+from chatproject import metrics
 from chatproject.errors import ApplicationError, NotFound
 from messaging import events, frames, services
 from messaging.delivery import ChatSubscriptions
@@ -70,6 +71,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # Names this socket in its own read receipts (`origin`), which it does not echo.
         self.socket_id = uuid.uuid4().hex
         self.counted = False  # Whether this socket counts against its user's socket cap.
+        self.accepted = False  # Whether it was accepted (not refused at its handshake).
         self.released = False
         self.token_version = 0
         self.token_expires_at: float | None = None
@@ -144,6 +146,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse(CLOSE_TRY_AGAIN_LATER)
             return
         await self.accept()
+        self.accepted = True
+        if metrics.ON:
+            metrics.CONNECTS.inc()
+            metrics.SOCKETS_OPEN.inc()
         self.outbox.start()  # With the events that came during the handshake.
         local_watch().watch(self)
 
@@ -152,6 +158,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
+        if metrics.ON:  # Refused at the handshake too: then with the code it was refused with.
+            metrics.CLOSES.labels(str(code)).inc()
         self._release()
 
     def _release(self) -> None:
@@ -159,6 +167,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.released:
             return
         self.released = True
+        if metrics.ON and self.accepted:
+            metrics.SOCKETS_OPEN.dec()
         if not self.counted:
             return
         sockets.close(self.user.pk)

@@ -9,7 +9,9 @@ to the database:
   is dropped (`chat_removed`); a chat joined is followed from where the membership began
   (`chat_updated`, then every change after the join, read from the database if needed);
 - a change that does not come in time (a lost broadcast) is read from the database (`fill`).
-Reconciling runs one chat at a time, in order, in one task per socket.
+Reconciling runs one chat at a time, in order, in one task per socket. Reading all of a
+user's memberships (at connect, and to reconcile every chat) goes in a batch with every other
+socket's of the moment (chatproject/batching.py): one query per batch in a reconnect storm.
 
 Frames go to the socket through `push`, which never blocks.
 """
@@ -24,6 +26,8 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from chatproject import metrics
+from chatproject.batching import BatchedRead
 from messaging import events, positions, services
 from messaging.fanout import GroupFanout, Listener
 from messaging.positions import Membership
@@ -38,6 +42,16 @@ RETRY_PAUSE_SECONDS = 1.0
 ALL_CHATS = 0  # In the reconcile queue: every chat of the user (chat ids start at 1).
 
 _memberships = database_sync_to_async(positions.memberships)
+memberships_of_users: BatchedRead[int, dict[int, Membership]] = BatchedRead(
+    positions.memberships_of_users, name="memberships"
+)
+
+
+async def _all_memberships(user_id: int) -> dict[int, Membership]:
+    """Every membership of the user, read in a batch with other sockets' (by chat id)."""
+    return await memberships_of_users.get(user_id) or {}
+
+
 _missed_changes = database_sync_to_async(positions.missed_changes)
 _chat_info = database_sync_to_async(services.chat_info_load)
 
@@ -71,8 +85,8 @@ class ChatSubscriptions:
         """Follow the user's group and every chat they are a member of. Raises when the
         channel layer or the database fails (the socket is then refused with 1013)."""
         await self._join(events.user_group(self.user_id))
-        for membership in (await _memberships(self.user_id)).values():
-            await self._join(events.chat_group(membership.chat_id))
+        memberships = (await _all_memberships(self.user_id)).values()
+        for membership in memberships:
             self.streams[membership.chat_id] = ChatStream(
                 chat_id=membership.chat_id,
                 last_seq=membership.chat_seq,
@@ -80,6 +94,11 @@ class ChatSubscriptions:
                 joined_revision=membership.joined_revision,
                 info_revision=membership.chat_revision,
             )
+        # Each stream is there before its chat's events can come; subscribed all at once (the
+        # channel layer puts new subscriptions in one SUBSCRIBE).
+        await asyncio.gather(
+            *(self._join(events.chat_group(membership.chat_id)) for membership in memberships)
+        )
         # Then everything is checked once more against the database, now that every
         # subscription is in place: a change committed between the read above and its chat's
         # subscription is read (`fill`), a membership ended meanwhile is dropped, one begun is
@@ -193,7 +212,10 @@ class ChatSubscriptions:
 
     async def _reconcile(self, chat_id: int | None) -> None:
         async with self.reconciling:
-            found = await _memberships(self.user_id, chat_id)
+            if chat_id is None:
+                found = await _all_memberships(self.user_id)
+            else:
+                found = await _memberships(self.user_id, chat_id)
             chat_ids = set(self.streams) | set(found) if chat_id is None else {chat_id}
             for one in sorted(chat_ids):
                 await self._reconcile_one(one, found.get(one))
@@ -260,6 +282,8 @@ class ChatSubscriptions:
             if delay and not await self._gap_outlasts(chat_id, delay):
                 return
             while (stream := self.streams.get(chat_id)) is not None:
+                if metrics.ON:
+                    metrics.GAP_FILLS.inc()
                 missed = await _missed_changes(
                     chat_id=chat_id,
                     user_id=self.user_id,

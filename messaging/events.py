@@ -29,6 +29,8 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from chatproject import metrics
+
 logger = logging.getLogger(__name__)
 
 # How long a publish may wait on the channel layer before it is given up (and logged).
@@ -154,6 +156,8 @@ async def group_send(group: str, payload: dict[str, Any]) -> bool:
             await layer.group_send(group, event)
     except Exception as exc:  # Redis down or slow: the write stands, delivery is best effort.
         logger.warning("channel layer publish to %s failed: %r", group, exc)
+        if metrics.ON:
+            metrics.PUBLISH_FAILURES.inc()
         return False
     return True
 
@@ -194,10 +198,12 @@ def publishes_collected() -> Iterator[list[Publish]]:
         _collecting.publishes = None
 
 
-def publish_all(publishes: list[Publish]) -> None:
+def publish_all(publishes: list[Publish]) -> list[asyncio.Future[bool]]:
     """On the event loop: start each publish, in order (the layer keeps that order)."""
-    for publish in publishes:
+    return [
         asyncio.ensure_future(_sender(publish)(publish.group, publish.payload))
+        for publish in publishes
+    ]
 
 
 def _sender(publish: Publish) -> Any:

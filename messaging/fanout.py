@@ -7,9 +7,11 @@ that has a socket on this instance; each event is received and decoded once, the
 each local socket of its group by a plain function call, which must not block (it queues
 frames for the socket). Events name their group (`events.group_send` adds it).
 
-Subscribing and unsubscribing are serialized by one lock, so a group's Redis subscription
-never lags behind the sockets that need it: `join` returns once the subscription is in place,
-so nothing published after it can be missed.
+Subscribing and unsubscribing a group are serialized by a lock of that group's, so its Redis
+subscription never lags behind the sockets that need it: `join` returns once the subscription
+is in place (the layer waits for Redis to confirm it), so nothing published after it can be
+missed. Different groups are subscribed concurrently, which lets the channel layer put the
+subscriptions of many sockets connecting at once into one SUBSCRIBE (a reconnect storm).
 
 **Membership is authoritative.** An event about a chat (a change, its ChatInfo, typing, a
 read receipt) reaches a socket only with the chat's membership as of the event's revision or
@@ -24,13 +26,15 @@ Cost: one query per chat per instance per membership change, and a dict lookup p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 
+from chatproject import metrics
 from messaging import positions
 from messaging.positions import ChatMembers
 
@@ -109,11 +113,36 @@ class MembershipGate:
 
 
 def _deliver(event: dict[str, Any], listeners: tuple[Listener, ...], members: ChatMembers) -> None:
+    if metrics.ON:
+        _count_delivered(event, len(listeners))
     for listener in listeners:
         try:
             listener.on_chat_event(event, members.revision, members.joined.get(listener.user_id))
         except Exception:  # One socket's failure must not cost the others their event.
             logger.exception("delivering a %s event failed", event.get("type"))
+
+
+# The frame each layer event becomes on a socket (metrics: events delivered by type).
+_FRAME_TYPES = {
+    "chat.info": "chat_updated",
+    "chat.typing": "typing",
+    "user.read": "message_read",
+    "user.membership": "membership_hint",
+    "user.revoked": "session_revoked",
+}
+_delivered: dict[str, Any] = {}
+
+
+def _count_delivered(event: dict[str, Any], sockets: int) -> None:
+    kind = event.get("type", "?")
+    if kind == "chat.change":
+        kind = "new_message" if event.get("new") else "message_updated"
+    else:
+        kind = _FRAME_TYPES.get(kind, kind)
+    counter = _delivered.get(kind)
+    if counter is None:
+        counter = _delivered[kind] = metrics.DELIVERED.labels(kind)
+    counter.inc(sockets)
 
 
 class GroupFanout:
@@ -122,7 +151,11 @@ class GroupFanout:
         # Groups subscribed on this event loop -> their local sockets. A group is a key only
         # while its subscription is in place.
         self.listeners: dict[str, set[Listener]] = {}
-        self.lock = asyncio.Lock()
+        # One lock per group being subscribed or unsubscribed (with how many hold or await
+        # it), and one for making the loop's channel.
+        self.locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.channel_lock = asyncio.Lock()
+        self.joining = 0  # Subscriptions in progress.
         self.channel: str | None = None
         self.reader: asyncio.Task[None] | None = None
         self.gate = MembershipGate(load_members or database_sync_to_async(positions.chat_members))
@@ -132,15 +165,35 @@ class GroupFanout:
         if (listeners := self.listeners.get(group)) is not None:
             listeners.add(listener)  # Already subscribed: the usual case.
             return
-        async with self.lock:
+        async with self._locked(group):
             if group not in self.listeners:
+                self.joining += 1
                 try:
                     await self.layer.group_add(group, await self._channel())
                 except BaseException:
+                    self.joining -= 1
                     self._stop_if_idle()
                     raise
+                self.joining -= 1
                 self.listeners[group] = set()
             self.listeners[group].add(listener)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, group: str) -> AsyncIterator[None]:
+        """The group's lock, made on first use and dropped when nobody holds or awaits it."""
+        lock, users = self.locks.get(group, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self.locks[group] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.locks[group]
+            if users == 1:
+                del self.locks[group]
+            else:
+                self.locks[group] = (lock, users - 1)
 
     async def leave(self, group: str, listener: Listener) -> None:
         """Stop delivering the group to `listener`; unsubscribe when it was the last one."""
@@ -163,7 +216,7 @@ class GroupFanout:
         return not listeners
 
     async def _unsubscribe_if_idle(self, group: str) -> None:
-        async with self.lock:
+        async with self._locked(group):
             current = self.listeners.get(group)
             if current is None or current:
                 return  # Another leave unsubscribed already, or someone joined meanwhile.
@@ -177,13 +230,17 @@ class GroupFanout:
             self._stop_if_idle()
 
     async def _channel(self) -> str:
-        if self.channel is None:
-            self.channel = await self.layer.new_channel()
-            self.reader = asyncio.create_task(self._read(self.channel))
+        if self.channel is not None:
+            return self.channel
+        async with self.channel_lock:
+            if self.channel is None:
+                channel = await self.layer.new_channel()
+                self.reader = asyncio.create_task(self._read(channel))
+                self.channel = channel
         return self.channel
 
     def _stop_if_idle(self) -> None:
-        if not self.listeners and self.reader is not None:
+        if not self.listeners and not self.joining and self.reader is not None:
             # Cancelling `receive` makes the layer drop the channel and its subscription.
             self.reader.cancel()
             self.reader = None
@@ -213,6 +270,8 @@ class GroupFanout:
                 self.gate.pass_on(event, listeners)
             # Else no socket here follows that chat: nobody to deliver to.
             return
+        if metrics.ON:
+            _count_delivered(event, len(listeners))
         for listener in listeners:
             try:
                 listener.on_group_event(event)

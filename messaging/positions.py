@@ -53,6 +53,28 @@ def memberships(user_id: int, chat_id: int | None = None) -> dict[int, Membershi
         return {row[0]: Membership(*row) for row in cursor.fetchall()}
 
 
+_MEMBERSHIPS_OF_USERS_SQL = f"""
+SELECT member.user_id, member.chat_id, member.joined_revision, member.joined_seq,
+    member.joined_message_id, chat.seq, chat.revision, chat.last_message_id
+FROM {MEMBER_TABLE} AS member JOIN {CHAT_TABLE} AS chat ON chat.id = member.chat_id
+WHERE member.user_id IN ({{users}})
+"""
+
+
+def memberships_of_users(user_ids: list[int]) -> dict[int, dict[int, Membership]]:
+    """`memberships(user_id)` of each of the users, in one statement (users without any
+    membership are absent)."""
+    if not user_ids:
+        return {}
+    sql = _MEMBERSHIPS_OF_USERS_SQL.format(users=", ".join(["%s"] * len(user_ids)))
+    found: dict[int, dict[int, Membership]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(user_ids))
+        for user_id, *row in cursor.fetchall():
+            found.setdefault(user_id, {})[row[0]] = Membership(*row)
+    return found
+
+
 class ChatMembers(NamedTuple):
     """Who is a member of a chat as of `revision`: user id -> joined_revision."""
 

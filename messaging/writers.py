@@ -20,12 +20,14 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import close_old_connections, transaction
 
+from chatproject import metrics
 from messaging import events
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class _Job:
     # Sends only: they lock their chat's row first, so batches sorted by chat cannot deadlock.
     batch: Callable[[list[dict[str, Any]]], list[Any]] | None
     result: asyncio.Future[Any]
+    submitted_at: float = 0.0  # perf_counter() when handed to the writer (metrics).
 
 
 # What a batch hands back to its event loop: each job with its result or its exception.
@@ -90,6 +93,8 @@ class ChatWriter:
             try:
                 close_old_connections()
                 together = [job for job in batch if job.batch is not None]
+                if metrics.ON and together:
+                    metrics.BATCH_SIZE.observe(len(together))
                 if len(together) > 1 and len({job.batch for job in together}) == 1:
                     outcomes += self._run_together(sorted(together, key=_by_chat))
                     batch = [job for job in batch if job.batch is None]
@@ -131,7 +136,9 @@ def _by_chat(job: _Job) -> int:
 
 def _hand_back(publishes: list[tuple[str, dict[str, Any]]], outcomes: list[_Outcome]) -> None:
     """On the event loop: announce what was committed, in order, then answer the senders."""
-    events.publish_all(publishes)
+    announced = events.publish_all(publishes)
+    if metrics.ON:
+        _observe_sends(outcomes, announced)
     for job, value, exc in outcomes:
         if job.result.done():
             continue  # The sender stopped waiting (its socket closed).
@@ -139,6 +146,25 @@ def _hand_back(publishes: list[tuple[str, dict[str, Any]]], outcomes: list[_Outc
             job.result.set_exception(exc)
         else:
             job.result.set_result(value)
+
+
+def _observe_sends(outcomes: list[_Outcome], announced: list[asyncio.Future[Any]]) -> None:
+    """Metrics: each committed send's time to its commit now, and to its announcement in
+    Redis once the batch's publishes are done."""
+    sent = [job.submitted_at for job, _, exc in outcomes if job.batch is not None and exc is None]
+    if not sent:
+        return
+    now = time.perf_counter()
+    for started in sent:
+        metrics.COMMIT_STAGE.observe(now - started)
+
+    def fanned_out(_: Any) -> None:
+        done = time.perf_counter()
+        for started in sent:
+            metrics.FANOUT_STAGE.observe(done - started)
+
+    if announced:
+        asyncio.gather(*announced, return_exceptions=True).add_done_callback(fanned_out)
 
 
 _writers = [ChatWriter(f"chat-writer-{i}") for i in range(WRITER_THREADS)]
@@ -162,6 +188,7 @@ async def run_on_writer(
         loop=loop,
         batch=batch,
         result=loop.create_future(),
+        submitted_at=time.perf_counter() if metrics.ON else 0.0,
     )
     _writers[chat_id % len(_writers)].submit(job)
     return await job.result

@@ -98,3 +98,60 @@ async def test_the_middleware_leaves_an_anonymous_user_without_token_facts(query
 
     assert not scope["user"].is_authenticated
     assert "token_expires_at" not in scope and "token_version" not in scope
+
+
+def _token_cases(make_user: Any) -> dict[str, str]:
+    """Tokens of every kind a handshake may bring, for users of every state."""
+    valid, versioned, revoked, inactive, deleted = (make_user() for _ in range(5))
+    versioned.revoke_sessions()
+    cases = {
+        "valid": str(AccessToken.for_user(valid)),
+        "valid, version 1": str(AccessToken.for_user(versioned)),
+        "expired": _expired(valid),
+        "other version": _other_version(valid),
+        "refresh": str(RefreshToken.for_user(valid)),
+        "bad signature": str(AccessToken.for_user(valid))[:-2] + "xx",
+        "garbage": "garbage",
+        "revoked": str(SimpleJWTAccessToken.for_user(revoked)),
+        "inactive": str(SimpleJWTAccessToken.for_user(inactive)),
+        "deleted": str(SimpleJWTAccessToken.for_user(deleted)),
+    }
+    no_user = AccessToken.for_user(valid)
+    no_user["user_id"] = "not a number"
+    cases["user claim not a number"] = str(no_user)
+    revoked.revoke_sessions()
+    User.objects.filter(pk=inactive.pk).update(is_active=False)
+    deleted.delete()
+    return cases
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_handshakes_batched_check_agrees_with_the_sync_check(make_user):
+    from accounts.auth import access_token_check_batched
+
+    cases = await sync_to_async(_token_cases)(make_user)
+
+    for name, token in cases.items():
+        try:
+            expected = await sync_to_async(access_token_check)(token)
+        except ValueError:  # The ORM refuses a user id that is not a number.
+            expected = None
+        assert await access_token_check_batched(token) == expected, name
+    assert expected is None
+    assert (await access_token_check_batched(cases["valid"])) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_handshakes_at_once_read_their_users_in_one_query(make_user):
+    import asyncio
+
+    from accounts.auth import access_token_check_batched, users_by_id
+
+    users = await sync_to_async(lambda: [make_user() for _ in range(40)])()
+    tokens = [str(AccessToken.for_user(user)) for user in users]
+    before = users_by_id.batches
+
+    checked = await asyncio.gather(*(access_token_check_batched(token) for token in tokens))
+
+    assert [check.user for check in checked] == users
+    assert users_by_id.batches - before <= 2  # The first asker's batch, then all the others.
