@@ -1,9 +1,6 @@
-from typing import Any
-
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +21,7 @@ from accounts.serializers import (
 )
 from accounts.services import user_logout, user_password_change, user_register
 from accounts.throttles import ClientIpThrottle
+from chatproject.pagination import StrictCursorPagination
 from chatproject.throttling import ScopedRateThrottle
 
 # The actions that take no access token: a stale or garbage Authorization header must not
@@ -31,37 +29,19 @@ from chatproject.throttling import ScopedRateThrottle
 NO_TOKEN = {"permission_classes": [AllowAny], "authentication_classes": []}
 
 
-class PeoplePagination(CursorPagination):
+class PeoplePagination(StrictCursorPagination):
     """By username (case-insensitive), a cursor so every page is an index range."""
 
     ordering = ("username_key", "id")
-    page_size_query_param = "limit"
+    page_size = 20
     max_page_size = 50
 
-    def get_page_size(self, request: Request) -> int:
-        return self.query["limit"]
-
     def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
-        # A plain dict: from a QueryDict, DRF would read "limit=" as absent.
+        # A plain dict: from a QueryDict, DRF would read "search=" as absent.
         query = PeopleSearchSerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
-        self.query = query.validated_data
-        return super().paginate_queryset(
-            User.objects.search(self.query["search"]).only("id", "username"), request, view
-        )
-
-    def decode_cursor(self, request: Request) -> Cursor | None:
-        try:
-            return super().decode_cursor(request)
-        except exceptions.NotFound as exc:
-            raise exceptions.ValidationError({"cursor": [self.invalid_cursor_message]}) from exc
-
-    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        parameters = super().get_schema_operation_parameters(view)
-        for parameter in parameters:
-            if parameter["name"] == self.page_size_query_param:
-                parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=20)
-        return parameters
+        people = User.objects.search(query.validated_data["search"]).only("id", "username")
+        return super().paginate_queryset(people, request, view)
 
 
 class UserViewSet(viewsets.GenericViewSet):

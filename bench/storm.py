@@ -207,7 +207,10 @@ async def _read(storm: Storm, client: Client, ws: ClientConnection) -> None:
 
 
 async def _come_back(storm: Storm, client: Client) -> None:
-    """Reconnect to the instance that stays, then catch up every chat."""
+    """Reconnect to the instance that stays, then catch up every chat from the largest seq
+    seen *before the reconnect*: the new socket's live events, applied meanwhile, may already
+    be past changes committed while the client was away."""
+    seen_before = dict(client.last_seq)
     client.instance = 1
     attempt = 0
     while True:
@@ -229,7 +232,7 @@ async def _come_back(storm: Storm, client: Client) -> None:
     client.reader = asyncio.get_running_loop().create_task(_read(storm, client, ws))
     http: HTTPClient = storm.spec["_http"]
     for chat in client.chats:
-        since = client.last_seq.get(chat, storm.spec["initial_seq"][str(chat)])
+        since = seen_before.get(chat, storm.spec["initial_seq"][str(chat)])
         path = f"/chats/{chat}/messages?since_seq={since}&limit=200"
         while path:
             began = now()

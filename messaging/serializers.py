@@ -192,13 +192,6 @@ class MessageCreateSerializer(serializers.Serializer):
     )
 
 
-class PageLimitSerializer(serializers.Serializer):
-    """`limit` of the chat list, checked as strictly as the history's (DRF's paginators
-    silently replace a bad value with the default)."""
-
-    limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
-
-
 class HistoryQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
     since_seq = serializers.IntegerField(

@@ -16,7 +16,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
@@ -24,6 +23,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatproject.errors import NotFound
+from chatproject.pagination import StrictCursorPagination
 from chatproject.throttling import ScopedRateThrottle
 from messaging import events, history, services
 from messaging.history import ChatPosition
@@ -41,7 +41,6 @@ from messaging.serializers import (
     MessageEditSerializer,
     MessagePageSerializer,
     MessageSerializer,
-    PageLimitSerializer,
     ReadCursorSerializer,
     ReadCursorUpdateSerializer,
 )
@@ -63,7 +62,6 @@ THROTTLE_SCOPES = {
     "message": "send",
     "delete_message": "send",
     "reaction": "send",
-    "delete_reaction": "send",
 }
 
 NOT_FOUND_RESPONSES = {404: OpenApiTypes.OBJECT}
@@ -83,35 +81,10 @@ EMOJI_PARAMETER = OpenApiParameter(
 )
 
 
-class ChatListPagination(CursorPagination):
-    """Most recent activity first; a cursor, so a page costs the same at any depth.
-
-    A bad `limit` or `cursor` is a 400, as on the history endpoint: DRF would silently use
-    the default page size, and answer 404 for a garbled cursor."""
+class ChatListPagination(StrictCursorPagination):
+    """Most recent activity first; a cursor, so a page costs the same at any depth."""
 
     ordering = ("-last_activity_at", "-id")
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 200
-
-    def get_page_size(self, request: Request) -> int:
-        # A plain dict, not the QueryDict: DRF reads "limit=" from a QueryDict as "absent".
-        query = PageLimitSerializer(data=request.query_params.dict())
-        query.is_valid(raise_exception=True)
-        return query.validated_data["limit"]
-
-    def decode_cursor(self, request: Request) -> Cursor | None:
-        try:
-            return super().decode_cursor(request)
-        except exceptions.NotFound as exc:
-            raise exceptions.ValidationError({"cursor": [self.invalid_cursor_message]}) from exc
-
-    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        parameters = super().get_schema_operation_parameters(view)
-        for parameter in parameters:
-            if parameter["name"] == self.page_size_query_param:
-                parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=50)
-        return parameters
 
 
 def _validated(serializer_class: type[Serializer], data: Any) -> dict[str, Any]:
@@ -321,6 +294,7 @@ class ChatViewSet(viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
+        methods=["PUT"],
         request=None,
         parameters=[EMOJI_PARAMETER],
         responses={204: None, 400: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
@@ -330,31 +304,22 @@ class ChatViewSet(viewsets.GenericViewSet):
             "message: 404."
         ),
     )
-    @action(
-        detail=True,
-        methods=["put"],
-        url_path=r"messages/(?P<message_id>[0-9]+)/reactions/(?P<emoji>[^/]+)",
-    )
-    def reaction(self, request: Request, pk: str, message_id: str, emoji: str) -> Response:
-        chat_id = self._membership().chat_id
-        services.reaction_add(
-            user=request.user,
-            chat_id=chat_id,
-            message_id=_bounded_id(message_id),
-            emoji=_emoji(request, emoji),
-        )
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-    @reaction.mapping.delete
     @extend_schema(
+        methods=["DELETE"],
         request=None,
         parameters=[EMOJI_PARAMETER],
         responses={204: None, 400: OpenApiTypes.OBJECT, **NOT_FOUND_RESPONSES},
         description="Take your reaction back (absent: 204, nothing changes).",
     )
-    def delete_reaction(self, request: Request, pk: str, message_id: str, emoji: str) -> Response:
+    @action(
+        detail=True,
+        methods=["put", "delete"],
+        url_path=r"messages/(?P<message_id>[0-9]+)/reactions/(?P<emoji>[^/]+)",
+    )
+    def reaction(self, request: Request, pk: str, message_id: str, emoji: str) -> Response:
         chat_id = self._membership().chat_id
-        services.reaction_remove(
+        change = services.reaction_add if request.method == "PUT" else services.reaction_remove
+        change(
             user=request.user,
             chat_id=chat_id,
             message_id=_bounded_id(message_id),
