@@ -265,7 +265,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 self.chats.reconcile_soon(chat_id)
             raise
         if not sent.created:
-            # A repeat of an earlier client_id: answer with the original, to this socket only.
+            # A repeat of an earlier client_id: answer with the original, to this socket only,
+            # once the socket has shown every change of the chat up to the answer's seq.
+            await self.chats.catch_up_to(chat_id, sent.message.seq)
             self.outbox.push(sent.frame)
             return
         # Our own copy goes straight to this socket, not through Redis, so the sender gets it

@@ -172,6 +172,15 @@ class ChatSubscriptions:
         else:
             self._deliver(stream, change)
 
+    async def catch_up_to(self, chat_id: int, seq: int) -> None:
+        """Show every change of the chat up to `seq` now, from the database if need be: what
+        comes next (a resend's answer, which carries its message's latest seq) must not run
+        ahead of the socket's seq order, or a client catching up from the largest seq it saw
+        would skip what lay between. Raises when the database fails."""
+        while (stream := self.streams.get(chat_id)) is not None and stream.last_seq < seq:
+            if not await self._read_missed(chat_id, stream):
+                return
+
     def follows(self, chat_id: int) -> bool:
         return chat_id in self.streams
 
@@ -282,23 +291,7 @@ class ChatSubscriptions:
             if delay and not await self._gap_outlasts(chat_id, delay):
                 return
             while (stream := self.streams.get(chat_id)) is not None:
-                if metrics.ON:
-                    metrics.GAP_FILLS.inc()
-                missed = await _missed_changes(
-                    chat_id=chat_id,
-                    user_id=self.user_id,
-                    joined_revision=stream.joined_revision,
-                    after_seq=stream.last_seq,
-                )
-                if self.streams.get(chat_id) is not stream:
-                    return  # Dropped meanwhile.
-                if missed is None:  # The membership ended: nothing of it after all.
-                    self._drop(chat_id)
-                    self.reconcile_soon(chat_id)
-                    return
-                for frame in stream.fill(missed.found, missed.up_to_seq):
-                    self.push(frame)
-                if missed.up_to_seq >= missed.chat_seq:
+                if not await self._read_missed(chat_id, stream):
                     return
         except asyncio.CancelledError:
             raise
@@ -307,6 +300,27 @@ class ChatSubscriptions:
         finally:
             if self.gap_tasks.get(chat_id) is asyncio.current_task():
                 del self.gap_tasks[chat_id]
+
+    async def _read_missed(self, chat_id: int, stream: ChatStream) -> bool:
+        """Read one page of the changes after the stream's last seq and show them; True when
+        the database has more."""
+        if metrics.ON:
+            metrics.GAP_FILLS.inc()
+        missed = await _missed_changes(
+            chat_id=chat_id,
+            user_id=self.user_id,
+            joined_revision=stream.joined_revision,
+            after_seq=stream.last_seq,
+        )
+        if self.streams.get(chat_id) is not stream:
+            return False  # Dropped meanwhile.
+        if missed is None:  # The membership ended: nothing of it after all.
+            self._drop(chat_id)
+            self.reconcile_soon(chat_id)
+            return False
+        for frame in stream.fill(missed.found, missed.up_to_seq):
+            self.push(frame)
+        return missed.up_to_seq < missed.chat_seq
 
     async def _gap_outlasts(self, chat_id: int, delay: float) -> bool:
         """Whether some change still waits after waiting `delay` itself."""
