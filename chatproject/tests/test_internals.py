@@ -22,14 +22,10 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import InMemoryChannelLayer
-from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connection, transaction
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
-
-from messaging import services
-from messaging.models import Message
 
 # --- Channels ------------------------------------------------------------------------------------
 
@@ -194,25 +190,6 @@ def test_dj1_asgi_handler_handle_gets_the_response_from_get_response_async() -> 
     assert "get_response_async" in inspect.getsource(ASGIHandler.run_get_response)
     assert "run_get_response" in inspect.getsource(ASGIHandler.handle)
     assert OneHopASGIHandler.get_response_async is not ASGIHandler.get_response_async
-
-
-@pytest.mark.django_db
-def test_dj2_loaded_instances_have_adding_false_and_their_db(make_user, make_chat) -> None:
-    author = make_user()
-    chat = make_chat(author, [])
-    sent = services.message_send(author=author, chat_id=chat.pk, text="x", client_id="c1")
-    loaded = Message.objects.get(pk=sent.message.pk)
-    assert (loaded._state.adding, loaded._state.db) == (False, connection.alias)
-    built = Message(
-        **{field.attname: getattr(loaded, field.attname) for field in Message._meta.concrete_fields}
-    )
-    assert (built._state.adding, built._state.db) == (True, None)
-    # What the flag changes: a new instance with an existing row's unique values is refused,
-    # the row itself (loaded) is not.
-    with pytest.raises(ValidationError):
-        built.validate_constraints()
-    built._state.adding, built._state.db = False, connection.alias
-    built.validate_constraints()
 
 
 @pytest.mark.postgres
@@ -545,7 +522,7 @@ def test_every_ledger_entry_has_a_test_and_every_test_named_there_exists() -> No
     ledger = (PROJECT_DIR / "docs" / "internals.md").read_text(encoding="utf-8")
     summary = ledger.split("## Summary", 1)[1].split("\n\n", 2)[1]
     entries = re.findall(r"^\| ([A-Z]+-\d+) \|", summary, flags=re.MULTILINE)
-    assert len(entries) == len(set(entries)) > 20
+    assert len(entries) == len(set(entries)) > 10  # Parsed, and no id twice.
     defined = {
         name
         for module in TEST_MODULES

@@ -211,8 +211,8 @@ def _sent_from_row(row: tuple | None, *, author: User, params: dict[str, Any]) -
     revision, inserted_id, created_at, seq, earlier_id = row
     chat_id, client_id = params["chat_id"], params["client_id"]
     if inserted_id is not None:
-        message = Message(
-            pk=inserted_id,
+        message = _loaded(
+            id=inserted_id,
             chat_id=chat_id,
             author_id=author.pk,
             text=params["text"],
@@ -220,7 +220,7 @@ def _sent_from_row(row: tuple | None, *, author: User, params: dict[str, Any]) -
             client_id=client_id,
             seq=seq,
         )
-        return _announced(_loaded(message), revision)
+        return _announced(message, revision)
     # A repeat: `earlier` found it, or (ON CONFLICT) it committed after this statement's
     # snapshot was taken. Either way it is read now, whole (it may have changed since), its
     # row and reactions in one snapshot (outside a batch, the chat is no longer locked).
@@ -241,11 +241,14 @@ def _announced(message: Message, revision: int) -> SentMessage:
     return sent
 
 
-def _loaded(message: Message) -> Message:
-    """Mark an instance built from a row as one loaded from the database, as a query's are."""
-    message._state.adding = False
-    message._state.db = connection.alias
-    return message
+def _loaded(**values: Any) -> Message:
+    """An instance of a row the send statement inserted, as a query would have built it
+    (Django's documented `Model.from_db`); the columns it leaves to their defaults are given."""
+    values = {"edited_at": None, "deleted": False, **values}
+    return Message.from_db(connection.alias, _MESSAGE_FIELDS, [values[f] for f in _MESSAGE_FIELDS])
+
+
+_MESSAGE_FIELDS = [field.attname for field in Message._meta.concrete_fields]
 
 
 # --- Editing, deleting, reacting ------------------------------------------------------------------

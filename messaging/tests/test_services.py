@@ -86,6 +86,19 @@ def test_deleting_a_chat_with_messages_and_cursors_works(user, other_user, make_
 # --- message_send ---------------------------------------------------------------------------------
 
 
+def test_a_sent_message_is_its_row_as_a_query_loads_it(user, make_chat):
+    chat = make_chat(user)
+
+    sent = services.message_send(author=user, chat_id=chat.pk, text="x", client_id="c1")
+
+    loaded = Message.objects.get(pk=sent.message.pk)
+    fields = [field.attname for field in Message._meta.concrete_fields]
+    assert [getattr(sent.message, f) for f in fields] == [getattr(loaded, f) for f in fields]
+    assert sent.message.get_deferred_fields() == set()
+    # Known as a stored row: validating it does not find itself a duplicate of its own row.
+    sent.message.validate_constraints()
+
+
 def test_each_send_takes_the_chats_next_seq(user, make_chat):
     chat = make_chat(user)
 
