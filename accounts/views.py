@@ -22,11 +22,15 @@ from accounts.serializers import (
 from accounts.services import user_logout, user_password_change, user_register
 from accounts.throttles import ClientIpThrottle
 from chatproject.pagination import StrictCursorPagination
+from chatproject.query import single_values
 from chatproject.throttling import ScopedRateThrottle
 
 # The actions that take no access token: a stale or garbage Authorization header must not
 # turn a login, a refresh or a logout into a 401 of its own.
 NO_TOKEN = {"permission_classes": [AllowAny], "authentication_classes": []}
+
+
+_PEOPLE_QUERY_FIELDS = list(PeopleSearchSerializer().fields)
 
 
 class PeoplePagination(StrictCursorPagination):
@@ -37,8 +41,7 @@ class PeoplePagination(StrictCursorPagination):
     max_page_size = 50
 
     def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
-        # A plain dict: from a QueryDict, DRF would read "search=" as absent.
-        query = PeopleSearchSerializer(data=request.query_params.dict())
+        query = PeopleSearchSerializer(data=single_values(request, _PEOPLE_QUERY_FIELDS))
         query.is_valid(raise_exception=True)
         people = User.objects.search(query.validated_data["search"]).only("id", "username")
         return super().paginate_queryset(people, request, view)

@@ -1,8 +1,8 @@
 """The API's cursor pagination: every page a keyset range, and bad paging input a 400.
 
-DRF's `CursorPagination` silently replaces a bad `limit` with the default page size and
-answers 404 for a garbled cursor; here both are 400s naming the parameter, and the schema
-states the limit's range.
+DRF's `CursorPagination` silently replaces a bad `limit` with the default page size, answers
+404 for a garbled cursor and takes the last of a repeated one; here all three are 400s naming
+the parameter, and the schema states the limit's range.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
+
+from chatproject.query import single_values
 
 
 class StrictCursorPagination(CursorPagination):
@@ -23,8 +25,8 @@ class StrictCursorPagination(CursorPagination):
         limit = serializers.IntegerField(
             min_value=1, max_value=self.max_page_size, default=self.page_size
         )
-        # A plain dict, not the QueryDict: DRF reads "limit=" from a QueryDict as "absent".
-        raw = request.query_params.dict().get(self.page_size_query_param, serializers.empty)
+        params = single_values(request, [self.page_size_query_param, self.cursor_query_param])
+        raw = params.get(self.page_size_query_param, serializers.empty)
         try:
             return limit.run_validation(raw)
         except serializers.ValidationError as exc:

@@ -24,6 +24,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatproject.errors import NotFound
 from chatproject.pagination import StrictCursorPagination
+from chatproject.query import single_values
 from chatproject.throttling import ScopedRateThrottle
 from messaging import events, history, services
 from messaging.history import ChatPosition
@@ -218,8 +219,7 @@ class ChatViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["get"], url_path="messages")
     def messages(self, request: Request, pk: str) -> Response:
-        # A plain dict: from a QueryDict, DRF would read "limit=" or "after=" as absent.
-        params = _history_query.run_validation(request.query_params.dict())
+        params = _history_query.run_validation(single_values(request, _history_query.fields))
         chat_id = self._chat_id()
         # A since_seq page is merged by seq (docs/websocket.md): each of its messages must be
         # as of its seq, so it is read in one snapshot. Other pages skip the three round trips.

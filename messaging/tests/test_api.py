@@ -379,6 +379,8 @@ def test_history_pages_cost_the_same_queries_whatever_their_size_or_depth(
         "since_seq=-1",
         "since_seq=x",
         "since_seq=3&after=2",
+        "limit=5&limit=2",
+        "since_seq=1&since_seq=2",
     ],
 )
 def test_history_refuses_bad_query_parameters(auth_client, user, make_chat, query):
@@ -388,6 +390,25 @@ def test_history_refuses_bad_query_parameters(auth_client, user, make_chat, quer
 
     assert response.status_code == 400
     assert response.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/chats/{chat}/messages?after=1&after=2", "after"),
+        ("/chats?limit=5&limit=2", "limit"),
+        ("/chats?cursor=a&cursor=b", "cursor"),
+        ("/users?search=al&search=bo", "search"),
+        ("/users?search=al&limit=1&limit=2", "limit"),
+    ],
+)
+def test_a_parameter_given_twice_is_refused_by_name(auth_client, user, make_chat, path, name):
+    chat = make_chat(user)
+
+    response = auth_client.get(path.format(chat=chat.pk))
+
+    assert response.status_code == 400
+    assert response.json() == {name: ["Give this parameter once."]}
 
 
 def test_after_larger_than_any_id_is_fine(auth_client, user, make_chat):
