@@ -38,6 +38,16 @@ class LoginSerializer(TokenObtainPairSerializer):
     # the user's token version.
     token_class = RefreshToken
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # simplejwt's fields trim white space, the password's too: a password registered with a
+        # leading or trailing space (kept as given) could never log in. The password is taken as
+        # given, as registration and the password change take it.
+        self.fields[self.username_field] = StrictCharField(write_only=True)
+        self.fields["password"] = StrictCharField(
+            write_only=True, trim_whitespace=False, style={"input_type": "password"}
+        )
+
 
 class RefreshSerializer(TokenRefreshSerializer):
     """A refresh token from a login."""

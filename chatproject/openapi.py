@@ -118,7 +118,8 @@ SOME_TEXT_PATTERN = rf"^[^\u0000]*[^{_WHITESPACE}\u0000][^\u0000]*$"
 
 
 class StrictCharFieldExtension(OpenApiSerializerFieldExtension):
-    """Strings of ours refuse NUL (PostgreSQL cannot store it): say so with a pattern."""
+    """Strings of ours refuse NUL (PostgreSQL cannot store it), and those that trim white
+    space refuse white space alone: say so with a pattern."""
 
     target_class = "chatproject.fields.StrictCharField"
     match_subclasses = True
@@ -130,8 +131,14 @@ class StrictCharFieldExtension(OpenApiSerializerFieldExtension):
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
         # A field with a regex validator of its own (usernames) has that pattern instead.
         if not any(isinstance(check, RegexValidator) for check in self.target.validators):
-            schema["pattern"] = self.pattern
+            schema["pattern"] = self._pattern()
         return schema
+
+    def _pattern(self) -> str:
+        # A field that trims white space and refuses blank refuses white space alone too.
+        if self.target.trim_whitespace and not self.target.allow_blank:
+            return SOME_TEXT_PATTERN
+        return self.pattern
 
 
 class MessageTextFieldExtension(StrictCharFieldExtension):

@@ -6,6 +6,8 @@ what it says must be refused, not silently replaced with a default.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.django_db
@@ -53,3 +55,20 @@ def test_every_operation_documents_its_errors(client) -> None:
                 assert "404" in codes, (method, path, codes)
             if operation.get("security") or path.startswith(("/users/login", "/users/token")):
                 assert "401" in codes, (method, path, codes)
+
+
+def test_the_schema_refuses_white_space_alone_where_the_server_does(client) -> None:
+    """A trimmed string that may not be blank refuses " " and "\u00a0": its pattern says so
+    (schemathesis sends what the schema allows and expects it accepted)."""
+    schema = client.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    bodies = schema["components"]["schemas"]
+    for component, field in [
+        ("LogoutRequest", "refresh"),
+        ("RefreshRequest", "refresh"),
+        ("LoginRequest", "username"),
+    ]:
+        pattern = bodies[component]["properties"][field]["pattern"]
+        assert re.fullmatch(pattern, "\u00a0") is None, (component, field)
+        assert re.fullmatch(pattern, " x ") is not None, (component, field)
+    password = bodies["LoginRequest"]["properties"]["password"]["pattern"]
+    assert re.fullmatch(password, " ") is not None  # Taken as given.

@@ -133,6 +133,36 @@ def test_login_refuses_an_inactive_user(api_client, make_user):
     assert response.status_code == 401
 
 
+def test_a_password_with_spaces_at_its_ends_logs_in_as_registered(api_client):
+    password = " spaces at both ends "
+    api_client.post("/users/register", {"username": "hal", "password": password}, format="json")
+
+    as_registered = api_client.post(
+        "/users/login", {"username": "hal", "password": password}, format="json"
+    )
+    trimmed = api_client.post(
+        "/users/login", {"username": "hal", "password": password.strip()}, format="json"
+    )
+
+    assert (as_registered.status_code, trimmed.status_code) == (200, 401)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": "\u00a0", "password": "x"},  # White space alone: blank.
+        {"username": 7, "password": "x"},
+        {"username": "x", "password": 7},
+        {"username": "x", "password": ""},
+    ],
+)
+def test_login_refuses_bodies_that_are_not_credentials_with_400(api_client, body):
+    response = api_client.post("/users/login", body, format="json")
+
+    assert response.status_code == 400
+    assert set(response.json()) <= {"username", "password"}
+
+
 def test_login_with_missing_fields_is_a_400(api_client):
     response = api_client.post("/users/login", {"username": "x"}, format="json")
 
