@@ -167,9 +167,18 @@ async def test_a_bucket_in_redis_expires_once_it_would_be_full_again(redis_url):
 
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        await asyncio.sleep(0.05)  # The next lease, taken in the background.
-        ttl_ms = await client.pttl(buckets.key(user))
-        tokens = float(await client.hget(buckets.key(user), "tokens"))
+        # Leases are taken in the background: wait for the bucket to be written, then read its
+        # tokens and its expiry together (a lease between two reads would pair one write's
+        # tokens with another's expiry).
+        for _ in range(500):
+            async with client.pipeline(transaction=True) as pipe:
+                ttl_ms, raw = (
+                    await pipe.pttl(buckets.key(user)).hget(buckets.key(user), "tokens").execute()
+                )
+            if raw is not None:
+                break
+            await asyncio.sleep(0.01)
+        tokens = float(raw)
     finally:
         await client.aclose()
     # Full again after (10 - tokens) / 5 seconds; forgotten one second after that.
