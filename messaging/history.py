@@ -1,11 +1,12 @@
-"""The reads of a history page, as fixed SQL statements: the members' cursors, then the page,
-then the page's reactions.
+"""The reads of a history page, as fixed SQL statements: the members' cursors, then the page
+with its reactions.
 
 Built with the ORM, these queries cost about 0.8 ms of CPU per page (building and compiling
 each queryset, then turning rows into objects: a third of the request in bench scenario 4);
 as fixed statements, about 0.2 ms. All are plain SQL for PostgreSQL and SQLite alike, and every
 page is a keyset range (never OFFSET) on an index: (chat_id, id) for `before`/`after` pages,
-(chat_id, seq) for `since_seq` pages, so a page costs the same at any depth.
+(chat_id, seq) for `since_seq` pages, so a page costs the same at any depth. A page's messages
+and their reactions come from one statement, hence one snapshot: each message as of its seq.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import NamedTuple
 
 from django.db import connection, transaction
 
-from messaging.models import Chat, ChatMember, Message
-from messaging.reactions import reactions_by_message
+from messaging.models import Chat, ChatMember, Message, Reaction
 
 
 class MessageRow(NamedTuple):
@@ -54,9 +54,18 @@ ORDER BY member.user_id
 """
 
 _COLUMNS = "id, chat_id, author_id, text, created_at, client_id, seq, edited_at, deleted"
+_PAGE_COLUMNS = ", ".join(f"page.{column}" for column in _COLUMNS.split(", "))
+# The page in a subquery (its LIMIT counts messages), joined to its reactions: a message with
+# n reactions gives n rows (one with NULLs when it has none), in the page's order, then the
+# reactions' (the order they were made in).
 _PAGE_SQL = f"""
-SELECT {_COLUMNS} FROM {Message._meta.db_table}
-WHERE chat_id = %s {{bound}} ORDER BY {{order}} LIMIT %s
+SELECT {_PAGE_COLUMNS}, reaction.emoji, reaction.user_id
+FROM (
+    SELECT {_COLUMNS} FROM {Message._meta.db_table}
+    WHERE chat_id = %s {{bound}} ORDER BY {{order}} LIMIT %s
+) page
+LEFT JOIN {Reaction._meta.db_table} reaction ON reaction.message_id = page.id
+ORDER BY page.{{order}}, reaction.id
 """
 _AFTER_SQL = _PAGE_SQL.format(bound="AND id > %s AND id <= %s", order="id ASC")
 _BEFORE_SQL = _PAGE_SQL.format(bound="AND id < %s", order="id DESC")
@@ -69,14 +78,14 @@ def one_snapshot() -> Iterator[None]:
     """Every read inside sees the database as of one moment.
 
     A copy of a message is the message as of its seq (a message's seq is that of its latest
-    change): its row and its reactions, read by two statements, must come from one snapshot,
-    else a reaction (or a delete) committed between them shows in a copy that still carries
-    the older seq (tests_adversarial/test_copy_consistency.py). Outside a transaction this is
-    one REPEATABLE READ transaction on PostgreSQL (reads only, so it never fails to serialize;
-    it costs BEGIN, SET and COMMIT: three round trips, so newest/before/after history pages,
-    which clients do not merge by seq, go without); SQLite's transactions read one snapshot
-    anyway. Inside a caller's transaction, the caller decides (a send batch holds its
-    chat's row lock, so nothing of that chat commits meanwhile)."""
+    change): its row and its reactions, when read by two statements, must come from one
+    snapshot, else a reaction (or a delete) committed between them shows in a copy that still
+    carries the older seq (tests_adversarial/test_copy_consistency.py). History pages read both
+    in one statement and need none of this. Outside a transaction this is one REPEATABLE READ
+    transaction on PostgreSQL (reads only, so it never fails to serialize; it costs BEGIN, SET
+    and COMMIT: three round trips); SQLite's transactions read one snapshot anyway. Inside a
+    caller's transaction, the caller decides (a send batch holds its chat's row lock, so
+    nothing of that chat commits meanwhile)."""
     if connection.in_atomic_block:
         yield
         return
@@ -97,6 +106,9 @@ def member_cursors(chat_id: int) -> tuple[list[tuple[int, int | None]], ChatPosi
     return [(user_id, message_id) for user_id, message_id, _, _ in rows], position
 
 
+Reactions = dict[str, list[int]]
+
+
 def message_page(
     chat_id: int,
     *,
@@ -105,13 +117,13 @@ def message_page(
     after: int | None = None,
     before: int | None = None,
     since_seq: int | None = None,
-) -> list[MessageRow]:
-    """Up to `limit` messages of the chat, none newer than `position` (where the chat stood
-    when the request began): with seq > `since_seq` by increasing seq; else with id >
-    `after` oldest first; else newest first (with id < `before` when given). The upper bound
-    keeps each scan inside the chat's own range: without it, a plan that walks the primary key
-    (chosen for a chat that holds most of the table) reads past every newer message of the
-    other chats before it finds the page's end."""
+) -> list[tuple[MessageRow, Reactions]]:
+    """Up to `limit` messages of the chat with their reactions, none newer than `position`
+    (where the chat stood when the request began): with seq > `since_seq` by increasing seq;
+    else with id > `after` oldest first; else newest first (with id < `before` when given).
+    The upper bound keeps each scan inside the chat's own range: without it, a plan that walks
+    the primary key (chosen for a chat that holds most of the table) reads past every newer
+    message of the other chats before it finds the page's end."""
     newest_id = position.newest_id or 0
     if since_seq is not None:
         sql, params = _SINCE_SEQ_SQL, [chat_id, since_seq, position.seq, limit]
@@ -121,40 +133,56 @@ def message_page(
         sql, params = _BEFORE_SQL, [chat_id, before, limit]
     else:
         sql, params = _NEWEST_SQL, [chat_id, newest_id, limit]
-    return rows_of(sql, params)
+    return _messages_of(sql, params)
 
 
-def rows_of(sql: str, params: list[object]) -> list[MessageRow]:
+def changes_between(
+    chat_id: int, after_seq: int, up_to_seq: int
+) -> list[tuple[MessageRow, Reactions]]:
+    """The messages of the chat whose latest change has a seq in (after_seq, up_to_seq], by
+    seq, with their reactions: what a socket missed between two changes it saw
+    (messaging/delivery.py)."""
+    limit = max(up_to_seq - after_seq, 0)
+    return _messages_of(_SINCE_SEQ_SQL, [chat_id, after_seq, up_to_seq, limit])
+
+
+def _messages_of(sql: str, params: list[object]) -> list[tuple[MessageRow, Reactions]]:
+    """Run a `_PAGE_SQL` statement; each message once, in the statement's order."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    return [
-        MessageRow(
-            id_,
-            chat,
-            author,
-            text,
-            _aware(created_at),
-            client_id,
-            seq,
-            _aware(edited_at) if edited_at is not None else None,
-            bool(deleted),
-        )
-        for id_, chat, author, text, created_at, client_id, seq, edited_at, deleted in rows
-    ]
+    messages: dict[int, tuple[MessageRow, Reactions]] = {}
+    for *columns, emoji, user_id in rows:
+        message = messages.get(columns[0])
+        if message is None:
+            message = messages[columns[0]] = (_message_row(*columns), {})
+        if emoji is not None:
+            message[1].setdefault(emoji, []).append(user_id)
+    return list(messages.values())
 
 
-def with_reactions(rows: list[MessageRow]) -> list[tuple[MessageRow, dict[str, list[int]]]]:
-    """Each row with its reactions, read in one query for the whole page."""
-    found = reactions_by_message(row.pk for row in rows if not row.deleted)
-    return [(row, found.get(row.pk, {})) for row in rows]
-
-
-def changes_between(chat_id: int, after_seq: int, up_to_seq: int) -> list[MessageRow]:
-    """The messages of the chat whose latest change has a seq in (after_seq, up_to_seq], by
-    seq: what a socket missed between two changes it saw (messaging/delivery.py)."""
-    limit = max(up_to_seq - after_seq, 0)
-    return rows_of(_SINCE_SEQ_SQL, [chat_id, after_seq, up_to_seq, limit])
+def _message_row(
+    id_: int,
+    chat_id: int,
+    author_id: int,
+    text: str,
+    created_at: datetime,
+    client_id: str | None,
+    seq: int,
+    edited_at: datetime | None,
+    deleted: bool | int,
+) -> MessageRow:
+    return MessageRow(
+        id_,
+        chat_id,
+        author_id,
+        text,
+        _aware(created_at),
+        client_id,
+        seq,
+        _aware(edited_at) if edited_at is not None else None,
+        bool(deleted),  # SQLite gives 0 or 1.
+    )
 
 
 def _aware(value: datetime) -> datetime:

@@ -13,10 +13,9 @@ from typing import NamedTuple
 from django.db import connection
 
 from messaging import events
-from messaging.history import MessageRow, changes_between, one_snapshot
+from messaging.history import MessageRow, Reactions, changes_between, one_snapshot
 from messaging.membership import MEMBER_TABLE, same_membership_sql
 from messaging.models import Chat
-from messaging.reactions import reactions_by_message
 from messaging.streams import Found
 
 CHAT_TABLE = Chat._meta.db_table
@@ -125,7 +124,8 @@ def missed_changes(
     The messages are read before the membership: if it holds after they were read, it held
     while every one of them committed (a membership row, once gone, never comes back under the
     same revision), so nothing committed after a removal is returned. All of it is read in one
-    snapshot, so each message comes as of its seq, reactions included (`one_snapshot`)."""
+    snapshot (`one_snapshot`), so the page ends where the chat's seq said; each message comes
+    with its reactions from one statement, as of its seq."""
     with one_snapshot():
         with connection.cursor() as cursor:
             cursor.execute(_CHAT_SEQ_SQL, [chat_id])
@@ -141,20 +141,17 @@ def missed_changes(
         return Missed(found=_found(rows), up_to_seq=up_to_seq, chat_seq=chat_seq)
 
 
-def _found(rows: list[MessageRow]) -> list[Found]:
-    reactions = reactions_by_message(row.pk for row in rows if not row.deleted)
-
-    def frames(row: MessageRow) -> Found:
-        mine = reactions.get(row.pk, {})
+def _found(messages: list[tuple[MessageRow, Reactions]]) -> list[Found]:
+    def found(row: MessageRow, reactions: Reactions) -> Found:
         return Found(
             seq=row.seq,
             message_id=row.pk,
             deleted=row.deleted,
-            new_frame=lambda: events.new_message_frame(row, mine),
-            updated_frame=lambda: events.message_updated_frame(row, mine),
+            new_frame=lambda: events.new_message_frame(row, reactions),
+            updated_frame=lambda: events.message_updated_frame(row, reactions),
         )
 
-    return [frames(row) for row in rows]
+    return [found(row, reactions) for row, reactions in messages]
 
 
 class TokenState(NamedTuple):

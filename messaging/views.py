@@ -8,7 +8,6 @@ body is validated (400), then the service applies the rules (400, 403, 404).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -221,19 +220,14 @@ class ChatViewSet(viewsets.GenericViewSet):
     def messages(self, request: Request, pk: str) -> Response:
         params = _history_query.run_validation(single_values(request, _history_query.fields))
         chat_id = self._chat_id()
-        # A since_seq page is merged by seq (docs/websocket.md): each of its messages must be
-        # as of its seq, so it is read in one snapshot. Other pages skip the three round trips.
-        snapshot = history.one_snapshot() if params.get("since_seq") is not None else nullcontext()
-        with snapshot:
-            # One query answers both "is the caller a member?" and "where is everyone's cursor?".
-            cursors, position = history.member_cursors(chat_id)
-            if request.user.pk not in {user_id for user_id, _ in cursors}:
-                raise NotFound()
-            page, next_url = self._history_page(request, chat_id, position=position, **params)
-            results = history.with_reactions(page)
+        # One query answers both "is the caller a member?" and "where is everyone's cursor?".
+        cursors, position = history.member_cursors(chat_id)
+        if request.user.pk not in {user_id for user_id, _ in cursors}:
+            raise NotFound()
+        page, next_url = self._history_page(request, chat_id, position=position, **params)
         return Response(
             {
-                "results": [events.message_data(row, reactions) for row, reactions in results],
+                "results": [events.message_data(row, reactions) for row, reactions in page],
                 "next": next_url,
                 "read_cursors": [
                     {"user_id": user_id, "message_id": message_id}
@@ -368,7 +362,7 @@ class ChatViewSet(viewsets.GenericViewSet):
         after: int | None = None,
         before: int | None = None,
         since_seq: int | None = None,
-    ) -> tuple[list[history.MessageRow], str | None]:
+    ) -> tuple[list[tuple[history.MessageRow, history.Reactions]], str | None]:
         """A keyset page (never OFFSET) and the URL of the next one, or None at the end."""
         page = history.message_page(
             chat_id,
@@ -381,12 +375,12 @@ class ChatViewSet(viewsets.GenericViewSet):
         if len(page) <= limit:
             return page, None
         page = page[:limit]
-        url = request.build_absolute_uri()
+        url, last = request.build_absolute_uri(), page[-1][0]
         if since_seq is not None:
-            return page, replace_query_param(url, "since_seq", page[-1].seq)
+            return page, replace_query_param(url, "since_seq", last.seq)
         if after is not None:
-            return page, replace_query_param(url, "after", page[-1].pk)
-        return page, replace_query_param(remove_query_param(url, "after"), "before", page[-1].pk)
+            return page, replace_query_param(url, "after", last.pk)
+        return page, replace_query_param(remove_query_param(url, "after"), "before", last.pk)
 
 
 def _emoji(request: Request, emoji: str) -> str:

@@ -1,15 +1,14 @@
 """A copy of a message read from the database is the message as of its seq (history rule A2).
 
 A message's seq is that of its latest change (CONTRACT.md, "A chat's change log"), so a copy
-that says seq S must hold exactly the changes up to S. The `since_seq` page
-(messaging/views.py: history.message_page, then history.with_reactions), a socket's gap fill
-(positions.missed_changes: changes_between, then _found) and the answer to a resend
-(services.messages._sent_from_row: the message, then _repeat's reactions) read a message's
-row, then its reactions, in two statements. Under READ COMMITTED each had its own snapshot,
-and a reaction committed by someone else between the two showed in a copy that still carried
-the older seq (the soak found it: docs/reliability.md, finding 8). They now read in one
-snapshot (history.one_snapshot). Here another connection commits the reaction in exactly that
-window.
+that says seq S must hold exactly the changes up to S. A history page (messaging/views.py), a
+socket's gap fill (positions.missed_changes) and the answer to a resend
+(services.messages._sent_from_row, then _repeat's reactions) once read a message's row, then its
+reactions, in two statements. Under READ COMMITTED each had its own snapshot, and a reaction
+committed by someone else between the two showed in a copy that still carried the older seq
+(the soak found it: docs/reliability.md, finding 8). Pages and gap fills now read both in one
+statement (history._PAGE_SQL); the resend's answer reads them in one snapshot
+(history.one_snapshot), and here another connection commits the reaction in exactly that window.
 """
 
 from __future__ import annotations
@@ -21,8 +20,9 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from messaging import events, history, positions, services
+from messaging import events, positions, services
 from messaging.models import ChatMember
 from messaging.reactions import reactions_by_message
 from messaging.services import messages
@@ -77,28 +77,36 @@ def _as_of_its_seq(seq: int, reactions: dict[str, list[int]], reactor_id: int) -
     return (seq, reactions) in [(1, {}), (2, {EMOJI: [reactor_id]})]
 
 
-def test_a_since_seq_page_shows_a_message_as_of_its_seq(racing_reaction, auth_client, other_user):
-    chat, _, arm = racing_reaction
-    arm(history)
+@pytest.mark.parametrize("query", ["since_seq=0", "after=0", "before=99999999", ""])
+def test_a_page_reads_messages_and_their_reactions_in_one_statement(
+    racing_reaction, auth_client, user, query
+):
+    chat, message, _ = racing_reaction
+    services.reaction_add(user=user, chat_id=chat.pk, message_id=message.pk, emoji=EMOJI)
 
-    copy = auth_client.get(f"/chats/{chat.pk}/messages?since_seq=0").json()["results"][0]
+    with CaptureQueriesContext(connection) as reads:
+        page = auth_client.get(f"/chats/{chat.pk}/messages?{query}").json()["results"]
 
-    assert _as_of_its_seq(copy["seq"], copy["reactions"], other_user.pk), copy
+    assert page[0]["reactions"] == {EMOJI: [user.pk]}
+    touching = [read["sql"] for read in reads if "messaging_reaction" in read["sql"]]
+    assert len(touching) == 1 and "messaging_message" in touching[0], touching
 
 
-def test_a_gap_fill_shows_a_message_as_of_its_seq(racing_reaction, user, other_user):
-    chat, _, arm = racing_reaction
-    arm(positions)
-
+def test_a_gap_fill_reads_messages_and_their_reactions_in_one_statement(racing_reaction, user):
+    chat, message, _ = racing_reaction
+    services.reaction_add(user=user, chat_id=chat.pk, message_id=message.pk, emoji=EMOJI)
     member = ChatMember.objects.get(chat=chat, user=user)
-    missed = positions.missed_changes(
-        chat_id=chat.pk, user_id=user.pk, joined_revision=member.joined_revision, after_seq=0
-    )
+
+    with CaptureQueriesContext(connection) as reads:
+        missed = positions.missed_changes(
+            chat_id=chat.pk, user_id=user.pk, joined_revision=member.joined_revision, after_seq=0
+        )
 
     assert missed is not None
     [found] = missed.found
-    copy = json.loads(found.new_frame())["message"]
-    assert _as_of_its_seq(copy["seq"], copy["reactions"], other_user.pk), copy
+    assert json.loads(found.new_frame())["message"]["reactions"] == {EMOJI: [user.pk]}
+    touching = [read["sql"] for read in reads if "messaging_reaction" in read["sql"]]
+    assert len(touching) == 1 and "messaging_message" in touching[0], touching
 
 
 def test_the_answer_to_a_resend_shows_the_message_as_of_its_seq(racing_reaction, user, other_user):

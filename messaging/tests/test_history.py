@@ -32,6 +32,11 @@ def shapes(rows: list) -> list[dict]:
     return [events.message_data(row) for row in rows]
 
 
+def page_rows(chat_id: int, **kwargs: object) -> list[history.MessageRow]:
+    """A page's messages, without their reactions."""
+    return [row for row, _ in history.message_page(chat_id, **kwargs)]
+
+
 def at(messages: list[Message], index: int = -1) -> ChatPosition:
     return ChatPosition(newest_id=messages[index].pk, seq=messages[index].seq)
 
@@ -39,7 +44,7 @@ def at(messages: list[Message], index: int = -1) -> ChatPosition:
 def test_a_page_is_the_message_objects_the_orm_gives(chat_with_history) -> None:
     chat, messages = chat_with_history
 
-    page = history.message_page(chat.pk, limit=10, position=at(messages))
+    page = page_rows(chat.pk, limit=10, position=at(messages))
 
     # The same contract objects, the time zone and its "Z" included, on PostgreSQL and SQLite.
     assert shapes(page) == shapes(messages[::-1])
@@ -51,14 +56,14 @@ def test_pages_before_and_after_an_id_in_their_order(chat_with_history) -> None:
     ids = [message.pk for message in messages]
     now = at(messages)
 
-    newest_first = history.message_page(chat.pk, limit=2, position=now, before=ids[3])
-    oldest_first = history.message_page(chat.pk, limit=2, position=now, after=ids[1])
-    from_start = history.message_page(chat.pk, limit=10, position=now, after=0)
+    newest_first = page_rows(chat.pk, limit=2, position=now, before=ids[3])
+    oldest_first = page_rows(chat.pk, limit=2, position=now, after=ids[1])
+    from_start = page_rows(chat.pk, limit=10, position=now, after=0)
 
     assert [row.pk for row in newest_first] == [ids[2], ids[1]]
     assert [row.pk for row in oldest_first] == [ids[2], ids[3]]
     assert [row.pk for row in from_start] == ids
-    assert history.message_page(chat.pk, limit=5, position=now, after=ids[-1]) == []
+    assert page_rows(chat.pk, limit=5, position=now, after=ids[-1]) == []
 
 
 def test_pages_stop_where_the_chat_stood_when_the_request_began(chat_with_history) -> None:
@@ -66,9 +71,9 @@ def test_pages_stop_where_the_chat_stood_when_the_request_began(chat_with_histor
     chat, messages = chat_with_history
     ids = [message.pk for message in messages]
 
-    after = history.message_page(chat.pk, limit=10, position=at(messages, 2), after=ids[0])
-    since = history.message_page(chat.pk, limit=10, position=at(messages, 2), since_seq=1)
-    newest = history.message_page(chat.pk, limit=10, position=at(messages, 2))
+    after = page_rows(chat.pk, limit=10, position=at(messages, 2), after=ids[0])
+    since = page_rows(chat.pk, limit=10, position=at(messages, 2), since_seq=1)
+    newest = page_rows(chat.pk, limit=10, position=at(messages, 2))
 
     assert [row.pk for row in after] == ids[1:3]
     assert [row.pk for row in since] == ids[1:3]
@@ -85,18 +90,42 @@ def test_a_since_seq_page_is_every_change_after_it_by_seq(chat_with_history, use
     page = history.message_page(
         chat.pk, limit=10, position=ChatPosition(messages[-1].pk, chat.seq), since_seq=4
     )
-    rows = dict(history.with_reactions(page))
+    rows = [row for row, _ in page]
 
     # seq 5 is the last send; then the edit (6), the reaction (7) and the deletion (8).
-    assert [(row.pk, row.seq) for row in page] == [
+    assert [(row.pk, row.seq) for row in rows] == [
         (messages[4].pk, 5),
         (messages[0].pk, 6),
         (messages[3].pk, 7),
         (messages[2].pk, 8),
     ]
-    assert [row.text for row in page] == ["m4", "new", "m3", ""]
-    assert page[1].edited_at is not None and page[3].deleted
-    assert [rows[row] for row in page] == [{}, {}, {"👍": [user.pk]}, {}]
+    assert [row.text for row in rows] == ["m4", "new", "m3", ""]
+    assert rows[1].edited_at is not None and rows[3].deleted
+    assert [reactions for _, reactions in page] == [{}, {}, {"👍": [user.pk]}, {}]
+
+
+def test_a_page_counts_messages_not_reactions_and_groups_each_messages_reactions(
+    chat_with_history, user: User, other_user: User
+) -> None:
+    chat, messages = chat_with_history
+    newest, older = messages[-1].pk, messages[-2].pk
+    for reactor, emoji in [(user, "👍"), (other_user, "🎉"), (other_user, "👍"), (user, ":x:")]:
+        services.reaction_add(user=reactor, chat_id=chat.pk, message_id=newest, emoji=emoji)
+    services.reaction_add(user=other_user, chat_id=chat.pk, message_id=older, emoji="👍")
+    chat.refresh_from_db()
+    now = ChatPosition(newest, chat.seq)
+
+    newest_first = history.message_page(chat.pk, limit=2, position=now)
+    by_seq = history.message_page(chat.pk, limit=2, position=now, since_seq=5)
+
+    # Emoji in the order first used, each with its users in the order they reacted.
+    expected = {"👍": [user.pk, other_user.pk], "🎉": [other_user.pk], ":x:": [user.pk]}
+    assert [(row.pk, reactions) for row, reactions in newest_first] == [
+        (newest, expected),
+        (older, {"👍": [other_user.pk]}),
+    ]
+    assert [(row.pk, row.seq) for row, _ in by_seq] == [(newest, 9), (older, 10)]
+    assert list(newest_first[0][1]) == ["👍", "🎉", ":x:"]
 
 
 def test_member_cursors_lists_every_member_by_user_id_and_where_the_chat_stands(
