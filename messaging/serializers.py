@@ -161,9 +161,10 @@ class DirectChatSerializer(serializers.Serializer):
 
 
 class MessageEditSerializer(serializers.Serializer):
-    """PATCH: without `text`, nothing changes (the rules still apply: author only)."""
+    """PATCH: the new text, under a new message's rules (so required: an edit sets
+    `edited_at`, and an edit of nothing would not)."""
 
-    text = MessageTextField(required=False)
+    text = MessageTextField()
 
 
 class EmojiField(StrictCharField):

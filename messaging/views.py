@@ -266,7 +266,7 @@ class ChatViewSet(viewsets.GenericViewSet):
             editor=request.user,
             chat_id=chat_id,
             message_id=_bounded_id(message_id),
-            text=data.get("text"),
+            text=data["text"],
         )
         return Response(events.message_data(changed.message, changed.reactions))
 

@@ -254,19 +254,13 @@ _MESSAGE_FIELDS = [field.attname for field in Message._meta.concrete_fields]
 # --- Editing, deleting, reacting ------------------------------------------------------------------
 
 
-def message_edit(
-    *, editor: User, chat_id: int, message_id: int, text: str | None
-) -> ChangedMessage:
-    """Replace a message's text (None: keep it, the rules are checked all the same). Only its
-    author may; a deleted message is not found."""
+def message_edit(*, editor: User, chat_id: int, message_id: int, text: str) -> ChangedMessage:
+    """Replace a message's text. Only its author may; a deleted message is not found."""
     with transaction.atomic():
         chat = _locked_chat(chat_id, member=editor)
         message = _message_of(chat_id, message_id)
         if message.author_id != editor.pk:
             raise Forbidden("Only the author of a message may edit it.")
-        if text is None:
-            reactions = reactions_by_message([message.pk]).get(message.pk, {})
-            return ChangedMessage(message=message, reactions=reactions)
         message.text = text
         message.edited_at = timezone.now()
         return _changed(chat, message, fields=["text", "edited_at"])
@@ -279,10 +273,10 @@ def message_delete(*, actor: User | None, chat_id: int, message_id: int) -> bool
     with transaction.atomic():
         chat = _locked_chat(chat_id, member=actor)
         message = _message_of(chat_id, message_id, deleted_too=True)
-        if message.deleted:
-            return False
         if actor is not None and actor.pk not in {message.author_id, chat.owner_id}:
             raise Forbidden("Only the author of a message or the chat's owner may delete it.")
+        if message.deleted:
+            return False
         _tombstone(chat, message)
         return True
 

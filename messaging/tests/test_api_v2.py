@@ -326,7 +326,8 @@ def test_the_author_edits_a_message(auth_client, posted, suffix):
 
 
 @pytest.mark.parametrize(
-    "body", [{"text": ""}, {"text": "  "}, {"text": "x" * 4097}, {"text": "a\x00"}, {"text": 3}]
+    "body",
+    [{"text": ""}, {"text": "  "}, {"text": "x" * 4097}, {"text": "a\x00"}, {"text": 3}, {}],
 )
 def test_an_edit_follows_the_rules_of_a_new_messages_text(auth_client, posted, body):
     chat, message = posted
@@ -385,6 +386,19 @@ def test_a_deleted_message_is_a_tombstone_in_history_and_deleting_again_is_204(
     )
     assert edit.status_code == 404
     assert auth_client.put(reactions_path(chat, message, "👍")).status_code == 404
+
+
+def test_deleting_a_tombstone_is_still_for_its_author_or_the_owner_only(
+    auth_client, client_for, other_user, posted
+):
+    chat, message = posted
+    path = f"/chats/{chat.pk}/messages/{message.pk}"
+    assert auth_client.delete(path).status_code == 204
+
+    again_by_a_member = client_for(other_user).delete(path)
+
+    assert again_by_a_member.status_code == 403 and "detail" in again_by_a_member.json()
+    assert auth_client.delete(path).status_code == 204
 
 
 def test_the_owner_deletes_anyones_message(auth_client, client_for, other_user, posted):
