@@ -54,6 +54,15 @@ class IdField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class PositionField(serializers.IntegerField):
+    """A position in a chat (`after`, `before`, `since_seq`): any integer from `min_value` up.
+    One past every id or seq the database can hold means the same as the largest it can hold,
+    so larger values are taken as that, not refused."""
+
+    def to_internal_value(self, data: Any) -> int:
+        return min(super().to_internal_value(data), MAX_ID)
+
+
 # --- Output ---------------------------------------------------------------------------------------
 
 
@@ -195,22 +204,19 @@ class MessageCreateSerializer(serializers.Serializer):
 
 class HistoryQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
-    since_seq = serializers.IntegerField(
+    since_seq = PositionField(
         min_value=0,
-        max_value=MAX_ID,
         required=False,
         help_text="The messages changed after this seq of the chat, in their current state "
         "(a deleted one as its tombstone), by increasing seq: catching up on every change.",
     )
-    after = serializers.IntegerField(
+    after = PositionField(
         min_value=0,
-        max_value=MAX_ID,
         required=False,
         help_text="Messages with id > after, oldest first (catch-up after a reconnect).",
     )
-    before = serializers.IntegerField(
+    before = PositionField(
         min_value=1,
-        max_value=MAX_ID,
         required=False,
         help_text="Messages with id < before, newest first (what `next` uses).",
     )

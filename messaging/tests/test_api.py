@@ -372,7 +372,6 @@ def test_history_pages_cost_the_same_queries_whatever_their_size_or_depth(
         "limit=1.5",
         "after=-1",
         "after=abc",
-        "after=99999999999999999999999",
         "before=0",
         "before=x",
         "after=1&before=5",
@@ -411,13 +410,21 @@ def test_a_parameter_given_twice_is_refused_by_name(auth_client, user, make_chat
     assert response.json() == {name: ["Give this parameter once."]}
 
 
-def test_after_larger_than_any_id_is_fine(auth_client, user, make_chat):
+@pytest.mark.parametrize("bound", ["9223372036854775807", "9223372036854775808", "9" * 40])
+def test_positions_larger_than_any_id_or_seq_are_fine(
+    auth_client, user, make_chat, make_message, bound
+):
     chat = make_chat(user)
+    message = make_message(chat, user)
+    path = f"/chats/{chat.pk}/messages"
 
-    response = auth_client.get(f"/chats/{chat.pk}/messages?after=9223372036854775807")
+    after = auth_client.get(f"{path}?after={bound}")
+    since = auth_client.get(f"{path}?since_seq={bound}")
+    before = auth_client.get(f"{path}?before={bound}")
 
-    assert response.status_code == 200
-    assert response.json()["results"] == []
+    assert (after.status_code, since.status_code, before.status_code) == (200, 200, 200)
+    assert after.json()["results"] == since.json()["results"] == []
+    assert [m["id"] for m in before.json()["results"]] == [message.pk]
 
 
 # --- POST /chats/{id}/messages (HTTP sending) and /read ------------------------------------------
