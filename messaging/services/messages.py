@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property, partial
 from typing import Any
 
@@ -98,7 +99,7 @@ def _message_send(
             text=text,
             client_id=client_id,
             seq=seq,
-            created_at=max(timezone.now(), chat.last_activity_at),
+            created_at=max(timezone.now(), _created_at_floor(chat)),
         )
         Chat.objects.filter(pk=chat_id).update(
             last_message=message, last_activity_at=message.created_at, seq=seq
@@ -106,6 +107,19 @@ def _message_send(
         # Writing a message means having read everything up to it.
         ChatMember.objects.filter(chat_id=chat_id, user=author).update(last_read_message=message)
         return _announced(message, chat.revision)
+
+
+def _created_at_floor(chat: Chat) -> datetime:
+    """No message is stamped earlier than the chat's newest, tombstones included (a clock that
+    stepped back, or another instance's that runs behind, must not make times go back while ids
+    go forward), nor earlier than the chat's last activity."""
+    newest = (
+        Message.objects.filter(chat_id=chat.pk)
+        .order_by("-id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return max(chat.last_activity_at, newest) if newest else chat.last_activity_at
 
 
 # message_send on PostgreSQL, as one statement: lock the chat row (checking membership in the
@@ -120,7 +134,11 @@ def _message_send(
 # statement's snapshot): nothing is inserted and the caller gets the original.
 _SEND_SQL = f"""
 WITH locked AS (
-    SELECT chat.id, chat.seq, chat.revision, chat.last_activity_at FROM messaging_chat AS chat
+    SELECT chat.id, chat.seq, chat.revision, GREATEST(chat.last_activity_at, (
+        SELECT newest.created_at FROM messaging_message AS newest
+        WHERE newest.chat_id = chat.id ORDER BY newest.id DESC LIMIT 1
+    )) AS created_at_floor
+    FROM messaging_chat AS chat
     WHERE chat.id = %(chat_id)s AND {member_exists_sql("chat.id", "%(author_id)s")}
     FOR UPDATE OF chat
 ), earlier AS (
@@ -131,7 +149,7 @@ WITH locked AS (
     INSERT INTO messaging_message
         (chat_id, author_id, text, created_at, client_id, seq, deleted)
     SELECT locked.id, %(author_id)s, %(text)s,
-        GREATEST(%(created_at)s, locked.last_activity_at), %(client_id)s, locked.seq + 1, FALSE
+        GREATEST(%(created_at)s, locked.created_at_floor), %(client_id)s, locked.seq + 1, FALSE
     FROM locked
     WHERE NOT EXISTS (SELECT 1 FROM earlier)
     ON CONFLICT (author_id, chat_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
@@ -318,7 +336,7 @@ def _locked_chat(chat_id: int, *, member: User | None) -> Chat:
     if member is not None:
         chats = chats.filter(memberships__user=member)
     chat = chats.only(
-        "id", "seq", "revision", "owner_id", "last_message_id", "last_activity_at"
+        "id", "seq", "revision", "owner_id", "last_message_id", "last_activity_at", "created_at"
     ).first()
     if chat is None:
         raise NotFound()
@@ -365,14 +383,16 @@ def _tombstone(chat: Chat, message: Message) -> None:
     message.deleted = True
     _changed(chat, message, fields=["text", "deleted"])
     if chat.last_message_id == message.pk:
-        # The newest message left standing; the activity time stays (it never goes back).
-        newest = (
+        # The newest message left standing is the chat's last, and its time the chat's activity
+        # (the chat's creation when none is left), which orders GET /chats.
+        standing = (
             Message.objects.filter(chat_id=chat.pk, deleted=False, id__lt=message.pk)
             .order_by("-id")
-            .values_list("id", flat=True)
+            .values_list("id", "created_at")
             .first()
         )
-        Chat.objects.filter(pk=chat.pk).update(last_message_id=newest)
+        last_id, activity = standing or (None, chat.created_at)
+        Chat.objects.filter(pk=chat.pk).update(last_message_id=last_id, last_activity_at=activity)
 
 
 def messages_erase_authored_by(*, user_id: int) -> None:

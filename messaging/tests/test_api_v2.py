@@ -388,6 +388,24 @@ def test_a_deleted_message_is_a_tombstone_in_history_and_deleting_again_is_204(
     assert auth_client.put(reactions_path(chat, message, "👍")).status_code == 404
 
 
+def test_the_chat_list_orders_by_the_last_message_left_standing(auth_client, user, make_chat):
+    older, newer = make_chat(user, title="older"), make_chat(user, title="newer")
+    first = auth_client.post(f"/chats/{older.pk}/messages", {"text": "1"}, format="json").json()
+    auth_client.post(f"/chats/{newer.pk}/messages", {"text": "2"}, format="json")
+    last = auth_client.post(f"/chats/{older.pk}/messages", {"text": "3"}, format="json").json()
+
+    def listed() -> list[tuple[str, str | None]]:
+        chats = auth_client.get("/chats").json()["results"]
+        return [(c["title"], c["last_message"] and c["last_message"]["text"]) for c in chats]
+
+    assert listed() == [("older", "3"), ("newer", "2")]
+    auth_client.delete(f"/chats/{older.pk}/messages/{last['id']}")
+    assert listed() == [("newer", "2"), ("older", "1")]  # By message 1's time now.
+    auth_client.delete(f"/chats/{older.pk}/messages/{first['id']}")
+    assert listed() == [("newer", "2"), ("older", None)]  # By its creation, before "newer"'s.
+    assert auth_client.get(f"/chats/{older.pk}").json()["last_message"] is None
+
+
 def test_deleting_a_tombstone_is_still_for_its_author_or_the_owner_only(
     auth_client, client_for, other_user, posted
 ):

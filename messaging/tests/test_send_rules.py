@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from chatproject.errors import NotFound
 from messaging import services
@@ -90,3 +91,16 @@ def test_created_at_is_floored_by_the_chats_activity_time(send, user, make_chat)
         second = send(author=user, chat_id=chat.pk, text="2", client_id=None)
 
     assert Message.objects.get(pk=second.message.pk).created_at == first.message.created_at
+
+
+def test_created_at_is_floored_by_the_newest_message_even_once_deleted(send, user, make_chat):
+    chat = make_chat(user)
+    send(author=user, chat_id=chat.pk, text="1", client_id=None)
+    later = timezone.now() + timedelta(minutes=1)
+    with mock.patch("django.utils.timezone.now", return_value=later):
+        second = send(author=user, chat_id=chat.pk, text="2", client_id=None)
+    services.message_delete(actor=user, chat_id=chat.pk, message_id=second.message.pk)
+
+    third = send(author=user, chat_id=chat.pk, text="3", client_id=None)  # The clock: now.
+
+    assert Message.objects.get(pk=third.message.pk).created_at == later
