@@ -19,7 +19,7 @@ def user_register(*, username: str, password: str, email: str = "") -> User:
     try:
         validate_password(password, user=candidate)
     except DjangoValidationError as exc:
-        raise ApplicationError(" ".join(exc.messages), field="password") from exc
+        raise ApplicationError(exc.messages, field="password") from exc
     candidate.set_password(password)
     try:
         with transaction.atomic():
@@ -43,7 +43,7 @@ def user_password_change(*, user: User, old_password: str, new_password: str) ->
         try:
             validate_password(new_password, user=locked)
         except DjangoValidationError as exc:
-            raise ApplicationError(" ".join(exc.messages), field="new_password") from exc
+            raise ApplicationError(exc.messages, field="new_password") from exc
         locked.set_password(new_password)
         locked.save(update_fields=["password"])
         locked.revoke_sessions()

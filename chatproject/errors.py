@@ -4,6 +4,7 @@ Services raise `ApplicationError`; the DRF handler below and the WebSocket consu
 translate it into their transport's error shape.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from rest_framework import status
@@ -17,14 +18,17 @@ class ApplicationError(Exception):
     code = "validation_error"
     http_status = status.HTTP_400_BAD_REQUEST
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    def __init__(self, detail: str | Sequence[str], *, field: str | None = None) -> None:
+        # Several reasons (a password's, say) are one list item each over HTTP, as DRF's own
+        # field errors are, and one sentence after another where one string is wanted.
+        self.details = [detail] if isinstance(detail, str) else list(detail)
+        self.detail = " ".join(self.details)
+        super().__init__(self.detail)
         self.field = field
 
     def as_body(self) -> dict[str, Any]:
         if self.field:
-            return {self.field: [self.detail]}
+            return {self.field: self.details}
         return {"detail": self.detail}
 
 

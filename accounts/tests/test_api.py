@@ -55,6 +55,14 @@ def test_register_applies_django_password_validators(api_client, password):
     assert not User.objects.filter(username="carol-the-user").exists()
 
 
+def test_each_reason_a_password_is_refused_is_an_item_of_its_own(api_client):
+    response = register(api_client, username="erin-the-user", password="123")
+
+    reasons = response.json()["password"]
+    assert response.status_code == 400 and len(reasons) == 3, reasons  # Short, common, digits.
+    assert "This password is too common." in reasons
+
+
 @pytest.mark.parametrize(
     "body",
     [
