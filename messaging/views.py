@@ -8,6 +8,7 @@ body is validated (400), then the service applies the rules (400, 403, 404).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -308,7 +309,8 @@ class ChatViewSet(viewsets.GenericViewSet):
     @action(
         detail=True,
         methods=["put", "delete"],
-        url_path=r"messages/(?P<message_id>[0-9]+)/reactions/(?P<emoji>[^/]+)",
+        # Any characters: "/" is a valid emoji, sent percent-encoded (see `_emoji`).
+        url_path=r"messages/(?P<message_id>[0-9]+)/reactions/(?P<emoji>.+?)",
     )
     def reaction(self, request: Request, pk: str, message_id: str, emoji: str) -> Response:
         chat_id = self._membership().chat_id
@@ -384,18 +386,22 @@ class ChatViewSet(viewsets.GenericViewSet):
 
 
 def _emoji(request: Request, emoji: str) -> str:
-    """The `emoji` of the path, validated. Bytes that are not UTF-8 once percent-decoded are
-    refused: the server decodes them to U+FFFD in `path` (which EmojiField refuses too), and
-    its `raw_path` keeps them as sent, which is checked here."""
+    """The `emoji` of the path, validated. Under ASGI it is read from `raw_path`, the path as
+    sent: the server's decoded `path` has already turned a "%2F" into a "/", which the route
+    cannot tell from the separator before an optional trailing slash ("a%2F" is the emoji "a/",
+    "a/" the emoji "a"), and bytes that are not UTF-8 into U+FFFD; here they are refused."""
     raw_path = getattr(request, "scope", {}).get("raw_path")  # ASGI requests only.
-    if raw_path:
+    if raw_path and (sent := _RAW_EMOJI.search(raw_path)):
         try:
-            unquote_to_bytes(raw_path).decode("utf-8")
+            emoji = unquote_to_bytes(sent.group(1)).decode("utf-8")
         except UnicodeDecodeError:
             raise exceptions.ValidationError(
                 {"emoji": ["An emoji must be valid UTF-8 once percent-decoded."]}
             ) from None
     return _validated(EmojiSerializer, {"emoji": emoji})["emoji"]
+
+
+_RAW_EMOJI = re.compile(rb"/messages/[0-9]+/reactions/(.+?)/?$")
 
 
 def _bounded_id(value: str) -> int:

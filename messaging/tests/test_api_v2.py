@@ -584,3 +584,31 @@ async def test_emoji_that_are_not_utf8_once_percent_decoded_are_400(user, other_
     assert await asgi_request("DELETE", path, access_token(user)) == 400
     ok = f"/chats/{chat.pk}/messages/{message.pk}/reactions/%F0%9F%91%8D".encode()
     assert await asgi_request("PUT", ok, access_token(user)) == 204
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("raw", "emoji"),
+    [(b"%2F", "/"), (b"a%2F", "a/"), (b"a%2Fb/", "a/b"), (b"%F0%9F%91%8D/", "\U0001f44d")],
+)
+async def test_an_emoji_with_a_slash_is_sent_percent_encoded(user, other_user, raw, emoji):
+    from channels.db import database_sync_to_async
+
+    from conftest import access_token
+    from messaging import services
+    from messaging.models import Reaction
+
+    def setup() -> tuple[Chat, Message]:
+        chat = services.chat_create(creator=user, member_ids=[other_user.pk])
+        return chat, services.message_send(author=user, chat_id=chat.pk, text="hi").message
+
+    def stored() -> list[str]:
+        return list(Reaction.objects.filter(message=message).values_list("emoji", flat=True))
+
+    chat, message = await database_sync_to_async(setup)()
+    path = f"/chats/{chat.pk}/messages/{message.pk}/reactions/".encode() + raw
+
+    assert await asgi_request("PUT", path, access_token(user)) == 204
+    assert await database_sync_to_async(stored)() == [emoji]
+    assert await asgi_request("DELETE", path, access_token(user)) == 204
+    assert await database_sync_to_async(stored)() == []
