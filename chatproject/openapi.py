@@ -147,3 +147,27 @@ class MessageTextFieldExtension(StrictCharFieldExtension):
     target_class = "messaging.serializers.MessageTextField"
     priority = 1
     pattern = SOME_TEXT_PATTERN
+
+
+# --- Postprocessing (SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]) --------------------------------
+
+# drf-spectacular makes every field of a PATCH body optional, as DRF's partial updates are. A
+# message edit is not partial: its one field is required (messaging.views, `message`).
+WHOLE_PATCH_BODIES = {"PatchedMessageEditRequest": ["text"]}
+
+
+def require_whole_patch_bodies(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    schemas = result.get("components", {}).get("schemas", {})
+    for name, required in WHOLE_PATCH_BODIES.items():
+        if name in schemas:
+            schemas[name]["required"] = required
+    for operations in result.get("paths", {}).values():
+        body = operations.get("patch", {}).get("requestBody", {})
+        refs = {
+            media.get("schema", {}).get("$ref", "") for media in body.get("content", {}).values()
+        }
+        if any(ref.rsplit("/", 1)[-1] in WHOLE_PATCH_BODIES for ref in refs):
+            body["required"] = True
+    return result

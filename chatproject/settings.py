@@ -317,6 +317,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",  # The default hook, kept.
+        "chatproject.openapi.require_whole_patch_bodies",
+    ],
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
 }
 

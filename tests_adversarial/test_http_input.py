@@ -72,3 +72,18 @@ def test_the_schema_refuses_white_space_alone_where_the_server_does(client) -> N
         assert re.fullmatch(pattern, " x ") is not None, (component, field)
     password = bodies["LoginRequest"]["properties"]["password"]["pattern"]
     assert re.fullmatch(password, " ") is not None  # Taken as given.
+
+
+def test_the_schema_requires_an_edits_text_as_the_server_does(client) -> None:
+    schema = client.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    edit = schema["paths"]["/chats/{id}/messages/{message_id}/"]["patch"]["requestBody"]
+    [media] = edit["content"].values()
+    component = media["schema"]["$ref"].rsplit("/", 1)[-1]
+
+    assert edit["required"] is True
+    assert schema["components"]["schemas"][component]["required"] == ["text"]
+    # The chat's PATCH stays partial: a field left out is left as it is.
+    chat_edit = schema["paths"]["/chats/{id}/"]["patch"]["requestBody"]
+    [chat_media] = chat_edit["content"].values()
+    chat_component = chat_media["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "required" not in schema["components"]["schemas"][chat_component]
