@@ -21,7 +21,10 @@ migrate: $(STAMP)
 
 # serving.server is daphne's own command line with a graceful shutdown (1001 on SIGTERM)
 # and the close codes daphne's WebSocket library refuses to send (1009, 1013).
+# With DEBUG from the environment or .env (it may be off), static files are collected first:
+# without DEBUG, pages are served from the collected, hashed files (the image does the same).
 run: migrate
+	$(if $(RUN_DEBUG),,$(BIN)/python manage.py collectstatic --noinput --verbosity 0)
 	$(RUN_DEBUG) $(BIN)/python -m serving.server -b $(HOST) -p $(PORT) chatproject.asgi:application
 
 superuser: $(STAMP)
