@@ -17,9 +17,8 @@ MAX_EMOJI_PER_MESSAGE = 20
 
 Reactions = Mapping[str, Sequence[int]]
 
-# Control characters (NUL included: PostgreSQL cannot store it), lone surrogates, and the
-# replacement character, which is what a server makes of percent-encoded bytes that are not
-# UTF-8 (daphne and uvicorn decode paths with errors="replace").
+# Control characters (NUL included: PostgreSQL cannot store it), lone surrogates and white
+# space. (Bytes that are not UTF-8 are refused before, from the path as sent: messaging.views.)
 _REFUSED_CATEGORIES = {"Cc", "Cs", "Zs", "Zl", "Zp"}
 
 
@@ -30,8 +29,6 @@ def emoji_problem(emoji: str) -> str | None:
     for char in emoji:
         if char.isspace() or unicodedata.category(char) in _REFUSED_CATEGORIES:
             return "An emoji may not contain white space or control characters."
-        if char == "\ufffd":
-            return "An emoji must be valid UTF-8 once percent-decoded."
     return None
 
 

@@ -75,7 +75,7 @@ EMOJI_PARAMETER = OpenApiParameter(
         "type": "string",
         "minLength": 1,
         "maxLength": 32,
-        "pattern": r"^[^\s\u0000-\u001f\u007f-\u009f\ufffd]+$",
+        "pattern": r"^[^\s\u0000-\u001f\u007f-\u009f]+$",
     },
     OpenApiParameter.PATH,
     description="1..32 characters, no white space (`👍`, `:tada:`), percent-encoded.",
@@ -386,10 +386,12 @@ class ChatViewSet(viewsets.GenericViewSet):
 
 
 def _emoji(request: Request, emoji: str) -> str:
-    """The `emoji` of the path, validated. Under ASGI it is read from `raw_path`, the path as
-    sent: the server's decoded `path` has already turned a "%2F" into a "/", which the route
-    cannot tell from the separator before an optional trailing slash ("a%2F" is the emoji "a/",
-    "a/" the emoji "a"), and bytes that are not UTF-8 into U+FFFD; here they are refused."""
+    """The `emoji` of the path, validated. Under ASGI (daphne, uvicorn) it is read from
+    `raw_path`, the path as sent: the server's decoded `path` has already turned a "%2F" into a
+    "/", which the route cannot tell from the separator before an optional trailing slash
+    ("a%2F" is the emoji "a/", "a/" the emoji "a"), and bytes that are not UTF-8 into U+FFFD,
+    which cannot be told from a U+FFFD sent as such. Here such bytes are refused, and U+FFFD
+    is a character like any other."""
     raw_path = getattr(request, "scope", {}).get("raw_path")  # ASGI requests only.
     if raw_path and (sent := _RAW_EMOJI.search(raw_path)):
         try:
