@@ -19,6 +19,7 @@ from typing import NamedTuple
 from django.db import connection, transaction
 
 from messaging.models import Chat, ChatMember, Message, Reaction
+from messaging.reactions import Reactions
 
 
 class MessageRow(NamedTuple):
@@ -106,9 +107,6 @@ def member_cursors(chat_id: int) -> tuple[list[tuple[int, int | None]], ChatPosi
     return [(user_id, message_id) for user_id, message_id, _, _ in rows], position
 
 
-Reactions = dict[str, list[int]]
-
-
 def message_page(
     chat_id: int,
     *,
@@ -151,7 +149,7 @@ def _messages_of(sql: str, params: list[object]) -> list[tuple[MessageRow, React
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    messages: dict[int, tuple[MessageRow, Reactions]] = {}
+    messages: dict[int, tuple[MessageRow, dict[str, list[int]]]] = {}
     for *columns, emoji, user_id in rows:
         message = messages.get(columns[0])
         if message is None:

@@ -13,9 +13,10 @@ from typing import NamedTuple
 from django.db import connection
 
 from messaging import events
-from messaging.history import MessageRow, Reactions, changes_between, one_snapshot
+from messaging.history import MessageRow, changes_between, one_snapshot
 from messaging.membership import MEMBER_TABLE, same_membership_sql
 from messaging.models import Chat
+from messaging.reactions import Reactions
 from messaging.streams import Found
 
 CHAT_TABLE = Chat._meta.db_table

@@ -29,6 +29,7 @@ from chatproject.throttling import ScopedRateThrottle
 from messaging import events, history, services
 from messaging.history import ChatPosition
 from messaging.models import Chat, ChatMember
+from messaging.reactions import Reactions
 from messaging.serializers import (
     MAX_ID,
     ChatCreateSerializer,
@@ -364,7 +365,7 @@ class ChatViewSet(viewsets.GenericViewSet):
         after: int | None = None,
         before: int | None = None,
         since_seq: int | None = None,
-    ) -> tuple[list[tuple[history.MessageRow, history.Reactions]], str | None]:
+    ) -> tuple[list[tuple[history.MessageRow, Reactions]], str | None]:
         """A keyset page (never OFFSET) and the URL of the next one, or None at the end."""
         page = history.message_page(
             chat_id,
