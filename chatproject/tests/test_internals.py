@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -319,6 +320,22 @@ def test_jwt1_stock_for_user_records_the_outstanding_token_as_ours_does(make_use
     )
 
 
+def test_dj4_asgi_request_keeps_its_scope_with_raw_path() -> None:
+    from django.core.handlers.asgi import ASGIRequest
+
+    scope = {
+        "type": "http",
+        "method": "PUT",
+        "path": "/chats/1/messages/2/reactions//",
+        "raw_path": b"/chats/1/messages/2/reactions/%2F",
+        "query_string": b"",
+        "headers": [],
+    }
+    request = ASGIRequest(scope, io.BytesIO(b""))
+
+    assert request.scope is scope and request.scope["raw_path"].endswith(b"%2F")
+
+
 # --- drf-spectacular -----------------------------------------------------------------------------
 
 
@@ -515,6 +532,7 @@ TEST_MODULES = [
     PROJECT_DIR / "serving" / "tests" / "test_server.py",
     PROJECT_DIR / "serving" / "tests" / "test_asgi_http.py",
     PROJECT_DIR / "messaging" / "tests" / "test_channel_layer.py",
+    PROJECT_DIR / "messaging" / "tests" / "test_api_v2.py",
 ]
 
 
