@@ -1,5 +1,6 @@
 """ASGI entry point: Django for HTTP, the chat consumer for WebSockets."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
@@ -15,6 +16,9 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 if settings.SECRET_KEY_MISSING:  # Never serve on a throwaway key.
     raise ImproperlyConfigured(settings.MISSING_SECRET_KEY_MESSAGE)
+
+# Fewer collections of young objects than Python's default: see GC_THRESHOLDS in settings.py.
+gc.set_threshold(*settings.GC_THRESHOLDS)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -344,6 +344,21 @@ WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
 # client catches up with `after` when it returns (serving/backpressure.py).
 WS_MAX_OUTGOING_BUFFER_BYTES = env.int("WS_MAX_OUTGOING_BUFFER_BYTES", default=4 * 1024 * 1024)
 
+# The garbage collector's thresholds in the serving process (chatproject/asgi.py applies them).
+# Python's default, 700,10,10, collects the young objects every 700 allocations and re-scans
+# what survives; a server holding thousands of sockets spent a quarter of its handshakes' CPU
+# there (docs/performance.md, "Garbage collection"). 700,10,10 restores Python's default.
+GC_THRESHOLDS = env.str("GC_THRESHOLDS", default="20000,50,100")
+try:
+    GC_THRESHOLDS = tuple(int(part) for part in GC_THRESHOLDS.split(","))
+except ValueError:
+    GC_THRESHOLDS = ()
+if not 1 <= len(GC_THRESHOLDS) <= 3 or min(GC_THRESHOLDS) < 0:
+    raise ImproperlyConfigured(
+        "GC_THRESHOLDS must be one to three integers >= 0, comma-separated (Python's default: "
+        f"700,10,10), not {env.str('GC_THRESHOLDS')!r}."
+    )
+
 # --- Logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # JSON lines (one object per line, for log shippers) in production, text for a terminal. Both

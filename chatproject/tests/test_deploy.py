@@ -233,6 +233,36 @@ def test_production_refuses_to_serve_without_a_secret_key() -> None:
     assert makemigrations.returncode == 0, makemigrations.stderr
 
 
+def serving_process_gc_thresholds(**overrides: str) -> subprocess.CompletedProcess[str]:
+    """Load the application as a server would, then print the collector's thresholds."""
+    return subprocess.run(
+        [PYTHON, "-c", "import gc, chatproject.asgi; print(*gc.get_threshold(), sep=',')"],
+        cwd=PROJECT_DIR,
+        env={**production_env(**overrides), "DJANGO_SETTINGS_MODULE": "chatproject.settings"},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+
+def test_the_serving_process_collects_garbage_less_often_than_python_by_default() -> None:
+    default = serving_process_gc_thresholds()
+    restored = serving_process_gc_thresholds(GC_THRESHOLDS="700,10,10")
+
+    assert default.stdout.strip() == "20000,50,100", default.stderr
+    assert restored.stdout.strip() == "700,10,10", restored.stderr
+
+
+@pytest.mark.parametrize("value", ["fast", "1,2,3,4", "-1", ""])
+def test_gc_thresholds_that_python_would_refuse_stop_the_server_with_their_name(
+    value: str,
+) -> None:
+    result = serving_process_gc_thresholds(GC_THRESHOLDS=value)
+
+    assert result.returncode != 0
+    assert "GC_THRESHOLDS must be one to three integers" in result.stderr
+
+
 # --- /healthz failures, in this process ----------------------------------------------------------
 
 
