@@ -5,7 +5,8 @@ Drives `chatproject.asgi:application` in this process as a server would (a scope
 (`make bench` seeds it: `<DATABASE_URL's name>_bench`) and a Redis server: the idle users of
 scenario 3, `--in-flight` handshakes at a time, every socket closed after each round. Prints
 CPU milliseconds of this process per accepted socket (the database's and Redis's own CPU are
-not counted), and with `--profile FILE` writes a cProfile of the last round.
+not counted) and the part of it spent collecting garbage; `--profile FILE` writes a cProfile
+of the last round.
 
 Run: `DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python -m
 bench.microbench_handshake [--sockets 2000] [--rounds 5] [--profile FILE]`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import statistics
 import time
@@ -49,6 +51,25 @@ def idle_tokens(count: int) -> list[str]:
     if len(users) < count:
         raise SystemExit(f"{len(users)} idle users: run `make bench` once to seed them")
     return seed.tokens_for(users)
+
+
+class CollectorClock:
+    """Seconds spent in the garbage collector since the last `take()` (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.started = 0.0
+        gc.callbacks.append(self.on_collection)
+
+    def on_collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self.started
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
 
 
 class Socket:
@@ -105,9 +126,11 @@ async def measure(args: argparse.Namespace) -> None:
     tokens = await sync_to_async(idle_tokens)(args.sockets)
     await round_of(application, tokens[:50], 50)  # Warm-up: connections, imports, caches.
     per_socket = []
+    collector = CollectorClock()
     for number in range(args.rounds):
         profile = cProfile.Profile() if args.profile and number == args.rounds - 1 else None
         cpu, wall = time.process_time(), time.perf_counter()
+        collector.take()
         if profile:
             profile.enable()
         sockets = await round_of(application, tokens, args.in_flight)
@@ -115,10 +138,12 @@ async def measure(args: argparse.Namespace) -> None:
             profile.disable()
             profile.dump_stats(args.profile)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        collecting = collector.take()
         per_socket.append(cpu / len(sockets) * 1000)
         print(
             f"round {number + 1}: {len(sockets)} accepted, {per_socket[-1]:.3f} ms CPU per "
-            f"socket, {len(sockets) / wall:,.0f}/s"
+            f"socket (of which {collecting / len(sockets) * 1000:.3f} ms collecting garbage), "
+            f"{len(sockets) / wall:,.0f}/s"
         )
         await asyncio.gather(*(socket.close() for socket in sockets))
         await asyncio.sleep(0.5)  # Unsubscriptions go out in the background.

@@ -157,6 +157,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         await self.close(code=code)
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Channels' handler, without its `aclose_old_connections()` after `disconnect`: one
+        more hop to the shared sync thread for each socket that goes, which a storm of
+        reconnects pays thousands of times over, for the reason given in `dispatch`
+        (docs/internals.md, CH-2). This consumer joins no `self.groups`."""
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
     async def disconnect(self, code: int) -> None:
         if metrics.ON:  # Refused at the handshake too: then with the code it was refused with.
             metrics.CLOSES.labels(str(code)).inc()

@@ -92,6 +92,26 @@ async def test_ch2_stock_dispatch_closes_old_connections_before_each_handler(
     assert order == ["aclose_old_connections", "handler"]
 
 
+async def test_ch2_stock_websocket_disconnect_closes_old_connections_after_disconnect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order = []
+
+    async def closing() -> None:
+        order.append("aclose_old_connections")
+
+    class Probe(AsyncJsonWebsocketConsumer):
+        async def disconnect(self, code: int) -> None:
+            order.append(f"disconnect {code}")
+
+    monkeypatch.setattr("channels.generic.websocket.aclose_old_connections", closing)
+    with pytest.raises(StopConsumer):
+        await AsyncJsonWebsocketConsumer.websocket_disconnect(
+            Probe(), {"type": "websocket.disconnect", "code": 1001}
+        )
+    assert order == ["disconnect 1001", "aclose_old_connections"]
+
+
 async def test_ch3_accept_send_and_close_go_through_base_send() -> None:
     send = Recorder()
     consumer = bare_websocket_consumer(send)
