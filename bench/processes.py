@@ -7,6 +7,7 @@ from /proc. Nothing here touches the shared services on 5432/6379.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -37,19 +38,44 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
+    def pids(self) -> list[int]:
+        """The process and its descendants (a server's worker processes)."""
+        found, queue = [], [self.pid]
+        while queue:
+            pid = queue.pop()
+            found.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                try:
+                    queue.extend(int(child) for child in task.read_text().split())
+                except OSError:  # The task ended meanwhile.
+                    continue
+        return found
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process has used so far (once it has exited: the last
-        figure read while it ran)."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return self.last_cpu
-        self.last_cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        """User + system CPU time the process and its workers have used so far (once it has
+        exited: the last figure read while it ran)."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                if pid == self.pid:
+                    return self.last_cpu
+                continue
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        self.last_cpu = total
         return self.last_cpu
 
     def rss_bytes(self) -> int:
-        """Resident memory now (from statm: resident pages times page size)."""
-        return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE_SIZE
+        """Resident memory now of the process and its workers (statm: resident pages times page
+        size; pages shared between them are counted once per process)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+            except OSError:
+                continue
+        return total
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -95,14 +121,18 @@ def start(
 
 
 def stop(process: Process, timeout: float = 10.0) -> None:
-    """SIGTERM the process by its pid, then SIGKILL it if it has not gone after `timeout`."""
+    """SIGTERM the process by its pid (a server stops its own workers), then SIGKILL it and its
+    workers if it has not gone after `timeout`."""
     if process.popen.poll() is not None:
         return
+    tree = process.pids()
     os.kill(process.pid, signal.SIGTERM)
     try:
         process.popen.wait(timeout)
     except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.popen.wait(timeout)
 
 

@@ -247,7 +247,7 @@ def service_env(
     return env
 
 
-def server_command(server: str, port: int) -> list[str]:
+def server_command(server: str, port: int, processes: int = 1) -> list[str]:
     app = os.environ.get("BENCH_ASGI_APP", "chatproject.asgi:application")
     if server == "daphne":
         # The production path: `make run` and the image run daphne as serving.server
@@ -266,6 +266,9 @@ def server_command(server: str, port: int) -> list[str]:
         "--no-access-log",
         "--log-level=warning",
         "--lifespan=off",
+        # Several processes per instance share the port (uvicorn's own supervisor); daphne has
+        # no such option.
+        *([f"--workers={processes}"] if processes > 1 else []),
     ]
 
 
@@ -279,9 +282,11 @@ def services(
     *,
     root: Path = ROOT,
     extra_env: dict[str, str] | None = None,
+    processes_each: int = 1,
 ) -> Iterator[list[Process]]:
     """`count` instances of the service sharing the private Redis server(s), the code of
-    `root` (this checkout, or the baseline's export); stopped on exit."""
+    `root` (this checkout, or the baseline's export), each of `processes_each` server
+    processes (uvicorn only); stopped on exit."""
     redis = redis if isinstance(redis, list) else [redis]
     for server in redis:
         flush_redis(server)
@@ -291,7 +296,7 @@ def services(
         for _ in range(count):
             port = processes.free_port()
             env = {**service_env(database_url, redis, config, root), **(extra_env or {})}
-            command = server_command(config.server, port)
+            command = server_command(config.server, port, processes_each)
             started.append(
                 processes.start(
                     config.server, command, port=port, env=env, log_dir=log_dir, cwd=root
@@ -673,6 +678,7 @@ def profile_start(server: Process, name: str) -> subprocess.Popen[bytes] | None:
     out = Path(directory) / f"{name}-{server.name}-{server.pid}.txt"
     command = [str(BIN / "py-spy"), "record", "--format", "raw", "--output", str(out)]
     command += ["--pid", str(server.pid), "--rate", "250", "--nonblocking", "--threads", "--gil"]
+    command += ["--subprocesses"]  # An instance's worker processes too.
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # py-spy attaches.
     return spy
@@ -939,6 +945,13 @@ def main(argv: list[str] | None = None) -> int:
                 with services(1, config, database_url, redis, log_dir) as instances:
                     result = idle_run(instances, fixture)
                     add("3 idle", config.label, f"{IDLE_SOCKETS} sockets", result)
+            if "3" in wanted and full and config == primary and config.server == "uvicorn":
+                # The same with two server processes sharing the instance's port.
+                with services(
+                    1, config, database_url, redis, log_dir, processes_each=2
+                ) as instances:
+                    result = idle_run(instances, fixture)
+                    add("3 idle", config.label, f"{IDLE_SOCKETS} sockets, 2 processes", result)
             if "5" in wanted and config == primary:
                 with services(2, config, database_url, redis, log_dir) as instances:
                     runs = room_runs(instances, fixture, args.duration, OFFERED_RATES[:2])
@@ -1272,6 +1285,15 @@ def more_goals(rows: list[dict[str, Any]], primary: Config, baseline: str | None
         goal(
             "S3 an instance accepts authenticated sockets at >= 1/3 of the bare server's "
             "accept rate and >= 1,500/s (issue 14)",
+            rate,
+            ceiling,
+            bool(rate and ceiling and rate >= ceiling / 3 and rate >= 1500),
+        )
+    processes = _find(rows, "3 idle", label, f"{IDLE_SOCKETS} sockets, 2 processes")
+    if processes and bare:
+        rate, ceiling = processes.get("connects_per_s"), bare.get("connects_per_s")
+        goal(
+            "S3 the same, with an instance of two server processes (uvicorn --workers 2)",
             rate,
             ceiling,
             bool(rate and ceiling and rate >= ceiling / 3 and rate >= 1500),
