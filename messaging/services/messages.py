@@ -132,11 +132,19 @@ def _created_at_floor(chat: Chat) -> datetime:
 # the message gets its id, and a chat's messages still commit in id order. ON CONFLICT covers
 # a same-client_id send that committed while this one waited for the lock (invisible to this
 # statement's snapshot): nothing is inserted and the caller gets the original.
+# The floor's lookup names the chat's messages as a range of the (chat_id, id) index, not as
+# `chat_id = chat.id ORDER BY id DESC`: for that form, with the chat unknown when it is
+# planned (a correlated subquery), PostgreSQL may walk the primary key backwards from the
+# newest message of every chat, reading the whole table for a chat without messages when one
+# chat holds most rows (seconds per send: docs/performance.md, "The send that read the whole
+# table"). A row comparison is served by that index alone (ids are 1 to the largest bigint).
 _SEND_SQL = f"""
 WITH locked AS (
     SELECT chat.id, chat.seq, chat.revision, GREATEST(chat.last_activity_at, (
         SELECT newest.created_at FROM messaging_message AS newest
-        WHERE newest.chat_id = chat.id ORDER BY newest.id DESC LIMIT 1
+        WHERE (newest.chat_id, newest.id) > (chat.id, 0)
+            AND (newest.chat_id, newest.id) <= (chat.id, 9223372036854775807)
+        ORDER BY newest.chat_id DESC, newest.id DESC LIMIT 1
     )) AS created_at_floor
     FROM messaging_chat AS chat
     WHERE chat.id = %(chat_id)s AND {member_exists_sql("chat.id", "%(author_id)s")}

@@ -104,3 +104,32 @@ def test_created_at_is_floored_by_the_newest_message_even_once_deleted(send, use
     third = send(author=user, chat_id=chat.pk, text="3", client_id=None)  # The clock: now.
 
     assert Message.objects.get(pk=third.message.pk).created_at == later
+
+
+def test_the_floor_lookup_of_a_send_is_an_index_range_even_when_one_chat_holds_every_row(
+    user, make_chat
+):
+    """The one-statement send looks up its chat's newest message on every send. Written as
+    `chat_id = chat.id ORDER BY id DESC`, PostgreSQL planned it as a backward walk of the
+    primary key once the statistics said one chat held every message: a first send into
+    any other chat then read the whole table (seconds in `make bench`'s scenario 2)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement send is PostgreSQL's SQL (set DATABASE_URL)")
+    busy, empty = make_chat(user), make_chat(user)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO messaging_message (chat_id, author_id, text, created_at, seq, deleted)"
+            " SELECT %s, %s, 'm' || g, now(), g, false FROM generate_series(1, 5000) AS g",
+            [busy.pk, user.pk],
+        )
+        cursor.execute("ANALYZE messaging_message")
+        params = messages._send_params(author=user, chat_id=empty.pk, text="first")
+        cursor.execute("EXPLAIN (FORMAT JSON) " + messages._SEND_SQL, params)
+        plan = str(cursor.fetchone()[0])
+
+    assert "message_chat_id_key" in plan  # The (chat_id, id) index...
+    assert "messaging_message_pkey" not in plan  # ...and never a walk of the primary key.
+    sent = messages._message_send_in_one_statement(
+        author=user, chat_id=empty.pk, text="first", client_id=None
+    )
+    assert sent.created and sent.message.seq == 1
