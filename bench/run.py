@@ -1010,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(report, indent=2))
     shutil.copyfile(path, RESULTS / "latest.json")
     print(f"\nwritten: {path.relative_to(ROOT)} (total {report['total_seconds']}s)")
-    if all(row_ok(row) for row in rows):
+    if all(row_ok(row) for row in rows) and not os.environ.get("BENCH_KEEP_LOGS"):
         shutil.rmtree(log_dir, ignore_errors=True)  # Keep the servers' logs only on failure.
         return 0
     return 1
