@@ -392,9 +392,12 @@ def vacuum_analyze(database_url: str) -> None:
     """
     import psycopg
 
-    tables = "messaging_chat, messaging_chatmember, messaging_message, messaging_reaction"
+    tables = ("messaging_chat", "messaging_chatmember", "messaging_message", "accounts_user")
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"VACUUM (ANALYZE) {tables}, accounts_user")
+        # The baseline's schema (before v2) has no reactions.
+        if conn.execute("SELECT to_regclass('messaging_reaction')").fetchone()[0]:
+            tables += ("messaging_reaction",)
+        conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
 
 
 def flush_redis(redis: Process) -> None:
