@@ -346,9 +346,11 @@ WS_MAX_OUTGOING_BUFFER_BYTES = env.int("WS_MAX_OUTGOING_BUFFER_BYTES", default=4
 
 # The garbage collector's thresholds in the serving process (chatproject/asgi.py applies them).
 # Python's default, 700,10,10, collects the young objects every 700 allocations and re-scans
-# what survives; a server holding thousands of sockets spent a quarter of its handshakes' CPU
-# there (docs/performance.md, "Garbage collection"). 700,10,10 restores Python's default.
-GC_THRESHOLDS = env.str("GC_THRESHOLDS", default="20000,50,100")
+# what survives; a server holding thousands of sockets spent a third of its handshakes' CPU
+# there. The older generations keep Python's pace: collected less often, the garbage of closed
+# sockets piles up (docs/performance.md, "The second session of 1 December"). 700,10,10
+# restores Python's default.
+GC_THRESHOLDS = env.str("GC_THRESHOLDS", default="20000,10,10")
 try:
     GC_THRESHOLDS = tuple(int(part) for part in GC_THRESHOLDS.split(","))
 except ValueError:

@@ -249,7 +249,7 @@ def test_the_serving_process_collects_garbage_less_often_than_python_by_default(
     default = serving_process_gc_thresholds()
     restored = serving_process_gc_thresholds(GC_THRESHOLDS="700,10,10")
 
-    assert default.stdout.strip() == "20000,50,100", default.stderr
+    assert default.stdout.strip() == "20000,10,10", default.stderr
     assert restored.stdout.strip() == "700,10,10", restored.stderr
 
 
