@@ -51,7 +51,7 @@ soak: $(STAMP)
 # The benchmark (docs/performance.md): starts its own Redis, service instances (uvicorn and
 # daphne) and reference servers on free ports, drives them from a separate load generator, and
 # stops them. Needs PostgreSQL: DATABASE_URL's server, database <name>_bench (created, emptied).
-# Prints a table, writes bench/results/<time>.json; about 12 minutes. BENCH_ARGS: see --help.
+# Prints a table, writes bench/results/<time>.json; about 7 minutes. BENCH_ARGS: see --help.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
