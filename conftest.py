@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core.cache import cache
@@ -176,3 +177,8 @@ async def ws(transactional_db: None) -> AsyncIterator[Callable[..., Awaitable]]:
             await communicator.disconnect()
         except (Exception, asyncio.CancelledError):  # Closed by the server, or crashed.
             pass
+    # A closed socket's reads already handed to Channels' shared sync thread (a reconcile, a
+    # batched membership read) may still be running: wait for them, behind them in that
+    # thread's queue, before the test database is flushed (a flush's TRUNCATE and a read that
+    # is halfway through its tables can deadlock).
+    await database_sync_to_async(lambda: None)()
