@@ -23,7 +23,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.run import IDLE_SOCKETS, SECRET_KEY, base_env, bench_database_url
+from bench.run import IDLE_SOCKETS, SECRET_KEY, SERVICE_LIMITS, base_env, bench_database_url
 
 
 def setup() -> Any:
@@ -34,9 +34,7 @@ def setup() -> Any:
         SECRET_KEY=SECRET_KEY,
         DJANGO_SETTINGS_MODULE="bench.service_settings",
         BENCH_CHANNEL_LAYER="pipelined",
-        WS_RATE_BURST="1000000",
-        WS_RATE_PER_SECOND="1000000",
-        WS_MAX_SOCKETS_PER_USER="1000",
+        **{name: str(value) for name, value in SERVICE_LIMITS.items()},
     )
     from chatproject.asgi import application
 

@@ -350,15 +350,15 @@ WS_MAX_OUTGOING_BUFFER_BYTES = env.int("WS_MAX_OUTGOING_BUFFER_BYTES", default=4
 # there. The older generations keep Python's pace: collected less often, the garbage of closed
 # sockets piles up (docs/performance.md, "The second session of 1 December"). 700,10,10
 # restores Python's default.
-GC_THRESHOLDS = env.str("GC_THRESHOLDS", default="20000,10,10")
+_gc_thresholds = env.str("GC_THRESHOLDS", default="20000,10,10")
 try:
-    GC_THRESHOLDS = tuple(int(part) for part in GC_THRESHOLDS.split(","))
+    GC_THRESHOLDS = tuple(int(part) for part in _gc_thresholds.split(","))
 except ValueError:
     GC_THRESHOLDS = ()
 if not 1 <= len(GC_THRESHOLDS) <= 3 or min(GC_THRESHOLDS) < 0:
     raise ImproperlyConfigured(
         "GC_THRESHOLDS must be one to three integers >= 0, comma-separated (Python's default: "
-        f"700,10,10), not {env.str('GC_THRESHOLDS')!r}."
+        f"700,10,10), not {_gc_thresholds!r}."
     )
 
 # --- Logging ------------------------------------------------------------------------------------

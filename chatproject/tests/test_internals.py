@@ -75,19 +75,27 @@ async def test_ch1_websocket_consumer_needs_no_channel_name_without_groups() -> 
     assert [message["type"] for message in send.messages] == ["websocket.accept"]
 
 
-async def test_ch2_stock_dispatch_closes_old_connections_before_each_handler(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    order = []
+def record_old_connection_closes(monkeypatch: pytest.MonkeyPatch, module: str) -> list[str]:
+    """Replace `module.aclose_old_connections` by a stand-in that notes each call in the
+    list returned (the tests below add their own steps to it, in order)."""
+    order: list[str] = []
 
     async def closing() -> None:
         order.append("aclose_old_connections")
+
+    monkeypatch.setattr(f"{module}.aclose_old_connections", closing)
+    return order
+
+
+async def test_ch2_stock_dispatch_closes_old_connections_before_each_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order = record_old_connection_closes(monkeypatch, "channels.consumer")
 
     class Probe(AsyncConsumer):
         async def probe_event(self, message: dict[str, Any]) -> None:
             order.append("handler")
 
-    monkeypatch.setattr("channels.consumer.aclose_old_connections", closing)
     await AsyncConsumer.dispatch(Probe(), {"type": "probe.event"})
     assert order == ["aclose_old_connections", "handler"]
 
@@ -95,16 +103,12 @@ async def test_ch2_stock_dispatch_closes_old_connections_before_each_handler(
 async def test_ch2_stock_websocket_disconnect_closes_old_connections_after_disconnect(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    order = []
-
-    async def closing() -> None:
-        order.append("aclose_old_connections")
+    order = record_old_connection_closes(monkeypatch, "channels.generic.websocket")
 
     class Probe(AsyncJsonWebsocketConsumer):
         async def disconnect(self, code: int) -> None:
             order.append(f"disconnect {code}")
 
-    monkeypatch.setattr("channels.generic.websocket.aclose_old_connections", closing)
     with pytest.raises(StopConsumer):
         await AsyncJsonWebsocketConsumer.websocket_disconnect(
             Probe(), {"type": "websocket.disconnect", "code": 1001}

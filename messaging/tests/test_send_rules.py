@@ -20,9 +20,13 @@ from messaging.services import messages
 pytestmark = pytest.mark.django_db
 
 
-def _sql_send(**kwargs):
+def _needs_postgresql() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("the one-statement send is PostgreSQL's SQL (set DATABASE_URL)")
+
+
+def _sql_send(**kwargs):
+    _needs_postgresql()
     return messages._message_send_in_one_statement(**kwargs)
 
 
@@ -113,8 +117,7 @@ def test_the_floor_lookup_of_a_send_is_an_index_range_even_when_one_chat_holds_e
     `chat_id = chat.id ORDER BY id DESC`, PostgreSQL planned it as a backward walk of the
     primary key once the statistics said one chat held every message: a first send into
     any other chat then read the whole table (seconds in `make bench`'s scenario 2)."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement send is PostgreSQL's SQL (set DATABASE_URL)")
+    _needs_postgresql()
     busy, empty = make_chat(user), make_chat(user)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -129,7 +132,5 @@ def test_the_floor_lookup_of_a_send_is_an_index_range_even_when_one_chat_holds_e
 
     assert "message_chat_id_key" in plan  # The (chat_id, id) index...
     assert "messaging_message_pkey" not in plan  # ...and never a walk of the primary key.
-    sent = messages._message_send_in_one_statement(
-        author=user, chat_id=empty.pk, text="first", client_id=None
-    )
+    sent = _sql_send(author=user, chat_id=empty.pk, text="first", client_id=None)
     assert sent.created and sent.message.seq == 1
