@@ -252,8 +252,8 @@ def service_env(
     return env
 
 
-def server_command(server: str, port: int, processes: int = 1) -> list[str]:
-    app = os.environ.get("BENCH_ASGI_APP", "chatproject.asgi:application")
+def server_command(server: str, port: int, processes: int = 1, app: str | None = None) -> list[str]:
+    app = app or os.environ.get("BENCH_ASGI_APP", "chatproject.asgi:application")
     if server == "daphne":
         # The production path: `make run` and the image run daphne as serving.server
         # (daphne's command line, plus graceful shutdown and close codes). -v 0: no access log
@@ -679,6 +679,25 @@ def reference_runs(
         processes.stop(server)
 
 
+def server_ceiling_run(fixture: Fixture, log_dir: Path, server: str) -> dict[str, Any]:
+    """Scenario 3's handshakes against `server` running an application that only accepts
+    (bench/accept_only.py): the most that server takes from this client on this machine."""
+    port = processes.free_port()
+    command = server_command(server, port, app="bench.accept_only:application")
+    ceiling = processes.start(
+        f"{server}-accept-only", command, port=port, env=dict(os.environ), log_dir=log_dir, cwd=ROOT
+    )
+    try:
+        accept = {
+            "kind": "connect",
+            "sockets": [ws_url(ceiling, token) for token in fixture.idle_tokens],
+            "concurrency": HANDSHAKES_IN_FLIGHT,
+        }
+        return loadgen(accept, [ceiling], timeout=240)
+    finally:
+        processes.stop(ceiling)
+
+
 def profile_start(server: Process, name: str) -> subprocess.Popen[bytes] | None:
     """With BENCH_PROFILE=<directory>: py-spy samples `server` (every thread, only while it
     holds the GIL, i.e. on the CPU in Python) into <directory>/<name>-<server>-<pid>.txt
@@ -894,6 +913,8 @@ def main(argv: list[str] | None = None) -> int:
         if "6" in wanted:
             for run, result in reference_runs(fixture, log_dir, args.duration, OFFERED_RATES):
                 add("6 reference", "websockets", run, result)
+            ceiling = server_ceiling_run(fixture, log_dir, primary.server)
+            add("6 reference", f"{primary.server}, accept-only app", "accept", ceiling)
             add("6 pgbench", "1 client", "INSERT+COMMIT", pgbench_run(database_url, log_dir))
         # Every server on the primary layer runs every scenario; the other layers run the room
         # fan-out (the one their choice shows in) on the primary server only.
