@@ -14,8 +14,9 @@ from django.test import override_settings
 
 from accounts.services import user_password_change
 from accounts.tokens import AccessToken, RefreshToken
-from conftest import PASSWORD
+from conftest import PASSWORD, access_token
 from messaging.limits import sockets
+from messaging.sessions import SessionWatch, local_watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,6 +79,25 @@ async def test_a_bad_token_in_auth_closes_the_socket_with_4401(ws, user, other_u
     await socket.send_json_to({"type": "auth", "token": token})
 
     assert await closed_with(socket, 3) == 4401
+
+
+async def test_sockets_that_came_and_went_leave_no_expiries_behind(
+    ws, user, other_user, monkeypatch
+):
+    # With another socket open the watch keeps running, and each closed socket's heap entry
+    # used to stay until its token expired (30 minutes): 200 bytes per connect/disconnect.
+    monkeypatch.setattr(SessionWatch, "COMPACT_AFTER", 10)
+    await ws(other_user)  # Stays open.
+    token = access_token(user)
+    for _ in range(30):
+        socket = await ws(token=token)
+        await socket.disconnect()
+
+    watch = local_watch()
+    assert len(watch.sessions) == 1
+    assert len(watch.expiries) <= SessionWatch.COMPACT_AFTER
+    # The open socket's own entry was kept: its token still ends its session.
+    assert [ref() in watch.sessions for _, _, ref in watch.expiries].count(True) == 1
 
 
 @pytest.mark.parametrize("event", [{"type": "auth"}, {"type": "auth", "token": 5}])
