@@ -63,15 +63,46 @@ _PAGE_SQL = f"""
 SELECT {_PAGE_COLUMNS}, reaction.emoji, reaction.user_id
 FROM (
     SELECT {_COLUMNS} FROM {Message._meta.db_table}
-    WHERE chat_id = %s {{bound}} ORDER BY {{order}} LIMIT %s
+    WHERE {{bound}} ORDER BY {{order}} LIMIT %(limit)s
 ) page
 LEFT JOIN {Reaction._meta.db_table} reaction ON reaction.message_id = page.id
-ORDER BY page.{{order}}, reaction.id
+ORDER BY page.{{page_order}}, reaction.id
 """
-_AFTER_SQL = _PAGE_SQL.format(bound="AND id > %s AND id <= %s", order="id ASC")
-_BEFORE_SQL = _PAGE_SQL.format(bound="AND id < %s", order="id DESC")
-_NEWEST_SQL = _PAGE_SQL.format(bound="AND id <= %s", order="id DESC")
-_SINCE_SEQ_SQL = _PAGE_SQL.format(bound="AND seq > %s AND seq <= %s", order="seq ASC")
+# Pages by id are ranges of the (chat_id, id) index. On PostgreSQL they are written as row
+# comparisons, which only that index can serve: `chat_id = X AND id > Y ORDER BY id` may be
+# planned, for a chat that the statistics say holds most of the table, as a walk of the primary
+# key that skips the other chats' rows, every one of them before the page's first row (ids are
+# positive, so (X, 0) is below the chat's first message). SQLite seeks only the first column of
+# a row comparison (a page deep in a 900,000-message chat: 86 ms against 0.02 ms), and plans
+# the plain form on that index anyway. Pages by seq have only the (chat_id, seq) index to use.
+_ID_RANGES = {
+    "after": (
+        "(chat_id, id) > (%(chat)s, %(above)s) AND (chat_id, id) <= (%(chat)s, %(up_to)s)",
+        "chat_id = %(chat)s AND id > %(above)s AND id <= %(up_to)s",
+        "chat_id ASC, id ASC",
+        "id ASC",
+    ),
+    "before": (
+        "(chat_id, id) < (%(chat)s, %(below)s) AND (chat_id, id) > (%(chat)s, 0)",
+        "chat_id = %(chat)s AND id < %(below)s",
+        "chat_id DESC, id DESC",
+        "id DESC",
+    ),
+}
+_PAGE_BY_ID = {
+    (kind, vendor): _PAGE_SQL.format(
+        bound=rows if vendor == "postgresql" else plain,
+        order=order if vendor == "postgresql" else page_order,
+        page_order=page_order,
+    )
+    for kind, (rows, plain, order, page_order) in _ID_RANGES.items()
+    for vendor in ("postgresql", "sqlite")
+}
+_SINCE_SEQ_SQL = _PAGE_SQL.format(
+    bound="chat_id = %(chat)s AND seq > %(above)s AND seq <= %(up_to)s",
+    order="seq ASC",
+    page_order="seq ASC",
+)
 
 
 @contextmanager
@@ -118,19 +149,18 @@ def message_page(
 ) -> list[tuple[MessageRow, Reactions]]:
     """Up to `limit` messages of the chat with their reactions, none newer than `position`
     (where the chat stood when the request began): with seq > `since_seq` by increasing seq;
-    else with id > `after` oldest first; else newest first (with id < `before` when given).
-    The upper bound keeps each scan inside the chat's own range: without it, a plan that walks
-    the primary key (chosen for a chat that holds most of the table) reads past every newer
-    message of the other chats before it finds the page's end."""
+    else with id > `after` oldest first; else newest first (with id < `before` when given)."""
     newest_id = position.newest_id or 0
+    params: dict[str, object] = {"chat": chat_id, "limit": limit}
     if since_seq is not None:
-        sql, params = _SINCE_SEQ_SQL, [chat_id, since_seq, position.seq, limit]
+        sql = _SINCE_SEQ_SQL
+        params.update(above=since_seq, up_to=position.seq)
     elif after is not None:
-        sql, params = _AFTER_SQL, [chat_id, after, newest_id, limit]
-    elif before is not None:
-        sql, params = _BEFORE_SQL, [chat_id, before, limit]
+        sql = _PAGE_BY_ID["after", connection.vendor]
+        params.update(above=after, up_to=newest_id)
     else:
-        sql, params = _NEWEST_SQL, [chat_id, newest_id, limit]
+        sql = _PAGE_BY_ID["before", connection.vendor]
+        params.update(below=newest_id + 1 if before is None else min(before, newest_id + 1))
     return _messages_of(sql, params)
 
 
@@ -141,10 +171,11 @@ def changes_between(
     seq, with their reactions: what a socket missed between two changes it saw
     (messaging/delivery.py)."""
     limit = max(up_to_seq - after_seq, 0)
-    return _messages_of(_SINCE_SEQ_SQL, [chat_id, after_seq, up_to_seq, limit])
+    params = {"chat": chat_id, "above": after_seq, "up_to": up_to_seq, "limit": limit}
+    return _messages_of(_SINCE_SEQ_SQL, params)
 
 
-def _messages_of(sql: str, params: list[object]) -> list[tuple[MessageRow, Reactions]]:
+def _messages_of(sql: str, params: dict[str, object]) -> list[tuple[MessageRow, Reactions]]:
     """Run a `_PAGE_SQL` statement; each message once, in the statement's order."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

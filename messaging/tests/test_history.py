@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from django.db import connection
 
 from accounts.models import User
 from messaging import events, history, services
@@ -143,3 +144,44 @@ def test_member_cursors_lists_every_member_by_user_id_and_where_the_chat_stands(
 
 def test_member_cursors_of_a_chat_that_does_not_exist_is_empty(db: None) -> None:
     assert history.member_cursors(2**62) == ([], ChatPosition(None, 0))
+
+
+def test_every_page_is_a_range_of_the_chats_own_index_even_for_a_chat_that_holds_most_rows(
+    user: User, make_chat: Callable[..., Chat]
+) -> None:
+    """For a chat that the statistics say holds most of the table, PostgreSQL may plan
+    `chat_id = X AND id > Y ORDER BY id` as a walk of the primary key that skips the other
+    chats' rows: from `after=0`, or `before` a bound past the chat's newest message, that is
+    every row of the others before the first of this chat's (the send's floor lookup had the
+    same fault: messaging/tests/test_send_rules.py)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner (set DATABASE_URL)")
+    busy, other = make_chat(user), make_chat(user)
+    insert = (
+        "INSERT INTO messaging_message (chat_id, author_id, text, created_at, seq, deleted)"
+        " SELECT %s, %s, 'm' || g, now(), g + %s, false FROM generate_series(1, %s) AS g"
+    )
+    statements: list[tuple[str, tuple]] = []
+
+    def record(execute, sql, params, many, context):  # noqa: ANN001, ANN202
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.cursor() as cursor:
+        # The other chat's rows before and after the busy chat's, which are most of the table.
+        cursor.execute(insert, [other.pk, user.pk, 0, 3000])
+        cursor.execute(insert, [busy.pk, user.pk, 0, 20000])
+        cursor.execute(insert, [other.pk, user.pk, 3000, 3000])
+        cursor.execute("UPDATE messaging_chat SET seq = 20000 WHERE id = %s", [busy.pk])
+        cursor.execute("ANALYZE messaging_message")
+        with connection.execute_wrapper(record):
+            cursors, position = history.member_cursors(busy.pk)
+            beyond = position.newest_id + 10_000
+            for bounds in ({}, {"after": 0}, {"before": beyond}, {"since_seq": 0}):
+                assert len(page_rows(busy.pk, limit=50, position=position, **bounds)) == 50
+        pages = [(sql, params) for sql, params in statements if "LIMIT" in sql]
+        assert len(pages) == 4
+        for sql, params in pages:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+            plan = str(cursor.fetchone()[0])
+            assert "messaging_message_pkey" not in plan, (sql, params, plan)
