@@ -255,7 +255,7 @@ class _Shard:
             try:
                 if self.subscriber is None:
                     self.subscriber = _client(self.host)
-                pubsub = self.pubsub = self.subscriber.pubsub(push_handler_func=_as_received)
+                pubsub = self.pubsub = self.subscriber.pubsub()
                 await self._resubscribe(pubsub)
                 pause = RECONNECT_FIRST_PAUSE_SECONDS
                 while True:
@@ -314,13 +314,6 @@ class _Shard:
         self.pubsub = self.subscriber = self.publisher = None
         self.reader = self.sending = self.flushing = None
         self.ready = False
-
-
-async def _as_received(response: Any) -> Any:
-    """What redis-py does with each message pushed to a subscriber connection (RESP3, its
-    default), without its default handler's `getLogger` and `str(message)` for a debug line
-    that is never written: that is a lock and a copy of every event and confirmation."""
-    return response
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 from channels_redis.pubsub import RedisPubSubChannelLayer
-from redis._parsers import resp3
 
 from conftest import IN_CI
 from liveserver.processes import RedisServer
@@ -133,24 +132,6 @@ async def test_a_group_is_subscribed_when_group_add_returns(redis_server: RedisS
     received = {(await receive(layer, channel))["n"] for _ in range(200)}
     assert received == set(range(200))
     await other.aclose()
-    await layer.flush()
-
-
-async def test_what_the_subscriber_receives_is_not_formatted_for_a_debug_log(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-):
-    """redis-py's default handler of pushed messages looks up a logger and formats every
-    message and confirmation for a debug line; the layer's handler hands them on as they are."""
-    looked_up: list[str] = []
-    real = resp3.getLogger
-    monkeypatch.setattr(resp3, "getLogger", lambda name: looked_up.append(name) or real(name))
-    layer = ShardedRedisPubSubLayer(hosts=[redis_server.url()], prefix="pushed")
-    channel = await layer.new_channel()
-    await layer.group_add("chat.3", channel)
-    await layer.group_send("chat.3", {"type": "event"})
-
-    assert (await receive(layer, channel))["type"] == "event"
-    assert looked_up == []
     await layer.flush()
 
 
