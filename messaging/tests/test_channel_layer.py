@@ -135,6 +135,19 @@ async def test_a_group_is_subscribed_when_group_add_returns(redis_server: RedisS
     await layer.flush()
 
 
+async def test_the_layer_works_over_resp2_too(redis_server: RedisServer):
+    """redis-py speaks RESP3 by default; `?protocol=2` (which Redis servers before 6 need) must
+    work as well. A pushed-message handler given to `pubsub()` breaks it: RESP2's parser has no
+    place for one, and every connection of the subscriber failed."""
+    layer = ShardedRedisPubSubLayer(hosts=[f"{redis_server.url()}?protocol=2"], prefix="resp2")
+    channel = await layer.new_channel()
+    await layer.group_add("chat.4", channel)
+    await layer.group_send("chat.4", {"type": "event"})
+
+    assert (await receive(layer, channel))["type"] == "event"
+    await layer.flush()
+
+
 async def test_subscriptions_asked_for_at_once_share_a_subscribe(redis_server: RedisServer):
     layer = ShardedRedisPubSubLayer(hosts=[redis_server.url()], prefix="batched")
     channel = await layer.new_channel()
