@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+import pprint
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -575,3 +576,27 @@ def test_every_ledger_entry_has_a_test_and_every_test_named_there_exists() -> No
         assert any(name.startswith(prefix + "_") for name in defined), f"{entry} has no test"
     named = set(re.findall(r"`(?:[\w/.]+::)?(test_\w+)`", ledger))
     assert named - defined == set()
+
+
+def test_da7_autobahn_formats_each_connections_options_with_its_module_pformat() -> None:
+    from autobahn.websocket import protocol
+
+    source = inspect.getsource(protocol.WebSocketProtocol._connectionMade)
+    assert "attrs=pformat(configAttrLog)" in source
+    assert protocol.pformat is pprint.pformat or protocol.pformat.__module__ == "serving.server"
+
+
+def test_da7_the_options_are_formatted_only_when_the_line_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autobahn.websocket import protocol
+
+    from serving.server import FormattedWhenLogged, format_connection_options_lazily
+
+    monkeypatch.setattr(protocol, "pformat", protocol.pformat)  # Put back after the test.
+    format_connection_options_lazily()
+    assert protocol.pformat is FormattedWhenLogged
+    options = [("openHandshakeTimeout", 5, "WebSocketServerFactory"), ("maxFramePayloadSize", 0)]
+    # What autobahn's debug line holds, formatted by the logger, is what it held before.
+    line = "\n{attrs}"
+    assert line.format(attrs=protocol.pformat(options)) == "\n" + pprint.pformat(options)
