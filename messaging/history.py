@@ -75,28 +75,27 @@ ORDER BY page.{{page_order}}, reaction.id
 # positive, so (X, 0) is below the chat's first message). SQLite seeks only the first column of
 # a row comparison (a page deep in a 900,000-message chat: 86 ms against 0.02 ms), and plans
 # the plain form on that index anyway. Pages by seq have only the (chat_id, seq) index to use.
-_ID_RANGES = {
-    "after": (
-        "(chat_id, id) > (%(chat)s, %(above)s) AND (chat_id, id) <= (%(chat)s, %(up_to)s)",
-        "chat_id = %(chat)s AND id > %(above)s AND id <= %(up_to)s",
-        "chat_id ASC, id ASC",
-        "id ASC",
+_AFTER_SQL = {
+    "postgresql": _PAGE_SQL.format(
+        bound="(chat_id, id) > (%(chat)s, %(above)s) AND (chat_id, id) <= (%(chat)s, %(up_to)s)",
+        order="chat_id ASC, id ASC",
+        page_order="id ASC",
     ),
-    "before": (
-        "(chat_id, id) < (%(chat)s, %(below)s) AND (chat_id, id) > (%(chat)s, 0)",
-        "chat_id = %(chat)s AND id < %(below)s",
-        "chat_id DESC, id DESC",
-        "id DESC",
+    "sqlite": _PAGE_SQL.format(
+        bound="chat_id = %(chat)s AND id > %(above)s AND id <= %(up_to)s",
+        order="id ASC",
+        page_order="id ASC",
     ),
 }
-_PAGE_BY_ID = {
-    (kind, vendor): _PAGE_SQL.format(
-        bound=rows if vendor == "postgresql" else plain,
-        order=order if vendor == "postgresql" else page_order,
-        page_order=page_order,
-    )
-    for kind, (rows, plain, order, page_order) in _ID_RANGES.items()
-    for vendor in ("postgresql", "sqlite")
+_BEFORE_SQL = {
+    "postgresql": _PAGE_SQL.format(
+        bound="(chat_id, id) < (%(chat)s, %(below)s) AND (chat_id, id) > (%(chat)s, 0)",
+        order="chat_id DESC, id DESC",
+        page_order="id DESC",
+    ),
+    "sqlite": _PAGE_SQL.format(
+        bound="chat_id = %(chat)s AND id < %(below)s", order="id DESC", page_order="id DESC"
+    ),
 }
 _SINCE_SEQ_SQL = _PAGE_SQL.format(
     bound="chat_id = %(chat)s AND seq > %(above)s AND seq <= %(up_to)s",
@@ -156,10 +155,10 @@ def message_page(
         sql = _SINCE_SEQ_SQL
         params.update(above=since_seq, up_to=position.seq)
     elif after is not None:
-        sql = _PAGE_BY_ID["after", connection.vendor]
+        sql = _AFTER_SQL[connection.vendor]
         params.update(above=after, up_to=newest_id)
     else:
-        sql = _PAGE_BY_ID["before", connection.vendor]
+        sql = _BEFORE_SQL[connection.vendor]
         params.update(below=newest_id + 1 if before is None else min(before, newest_id + 1))
     return _messages_of(sql, params)
 
