@@ -666,14 +666,7 @@ def reference_runs(
     )
     try:
         runs = room_runs([server], fixture, duration, rates)
-        # The accept rate: as many handshakes, as many in flight, from the same client as the
-        # service's in scenario 3 (which opens IDLE_SOCKETS with the same token URLs).
-        accept = {
-            "kind": "connect",
-            "sockets": [ws_url(server, token) for token in fixture.idle_tokens],
-            "concurrency": HANDSHAKES_IN_FLIGHT,
-        }
-        runs.append(("accept", loadgen(accept, [server], timeout=240)))
+        runs.append(("accept", loadgen(accept_spec(server, fixture), [server], timeout=240)))
         return runs
     finally:
         processes.stop(server)
@@ -688,14 +681,19 @@ def server_ceiling_run(fixture: Fixture, log_dir: Path, server: str) -> dict[str
         f"{server}-accept-only", command, port=port, env=dict(os.environ), log_dir=log_dir, cwd=ROOT
     )
     try:
-        accept = {
-            "kind": "connect",
-            "sockets": [ws_url(ceiling, token) for token in fixture.idle_tokens],
-            "concurrency": HANDSHAKES_IN_FLIGHT,
-        }
-        return loadgen(accept, [ceiling], timeout=240)
+        return loadgen(accept_spec(ceiling, fixture), [ceiling], timeout=240)
     finally:
         processes.stop(ceiling)
+
+
+def accept_spec(server: Process, fixture: Fixture) -> dict[str, Any]:
+    """The accept rate: as many handshakes, as many in flight, from the same client as the
+    service's in scenario 3 (which opens IDLE_SOCKETS with the same token URLs)."""
+    return {
+        "kind": "connect",
+        "sockets": [ws_url(server, token) for token in fixture.idle_tokens],
+        "concurrency": HANDSHAKES_IN_FLIGHT,
+    }
 
 
 def profile_start(server: Process, name: str) -> subprocess.Popen[bytes] | None:

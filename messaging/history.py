@@ -68,6 +68,8 @@ FROM (
 LEFT JOIN {Reaction._meta.db_table} reaction ON reaction.message_id = page.id
 ORDER BY page.{{page_order}}, reaction.id
 """
+
+
 # Pages by id are ranges of the (chat_id, id) index. On PostgreSQL they are written as row
 # comparisons, which only that index can serve: `chat_id = X AND id > Y ORDER BY id` may be
 # planned, for a chat that the statistics say holds most of the table, as a walk of the primary
@@ -75,28 +77,28 @@ ORDER BY page.{{page_order}}, reaction.id
 # positive, so (X, 0) is below the chat's first message). SQLite seeks only the first column of
 # a row comparison (a page deep in a 900,000-message chat: 86 ms against 0.02 ms), and plans
 # the plain form on that index anyway. Pages by seq have only the (chat_id, seq) index to use.
-_AFTER_SQL = {
-    "postgresql": _PAGE_SQL.format(
-        bound="(chat_id, id) > (%(chat)s, %(above)s) AND (chat_id, id) <= (%(chat)s, %(up_to)s)",
-        order="chat_id ASC, id ASC",
-        page_order="id ASC",
-    ),
-    "sqlite": _PAGE_SQL.format(
-        bound="chat_id = %(chat)s AND id > %(above)s AND id <= %(up_to)s",
-        order="id ASC",
-        page_order="id ASC",
-    ),
-}
-_BEFORE_SQL = {
-    "postgresql": _PAGE_SQL.format(
-        bound="(chat_id, id) < (%(chat)s, %(below)s) AND (chat_id, id) > (%(chat)s, 0)",
-        order="chat_id DESC, id DESC",
-        page_order="id DESC",
-    ),
-    "sqlite": _PAGE_SQL.format(
-        bound="chat_id = %(chat)s AND id < %(below)s", order="id DESC", page_order="id DESC"
-    ),
-}
+def _pages_by_id(direction: str, *, rows: str, plain: str) -> dict[str, str]:
+    """The page statement in `direction` for each database: `rows` (PostgreSQL), `plain`."""
+    return {
+        "postgresql": _PAGE_SQL.format(
+            bound=rows, order=f"chat_id {direction}, id {direction}", page_order=f"id {direction}"
+        ),
+        "sqlite": _PAGE_SQL.format(
+            bound=plain, order=f"id {direction}", page_order=f"id {direction}"
+        ),
+    }
+
+
+_AFTER_SQL = _pages_by_id(
+    "ASC",
+    rows="(chat_id, id) > (%(chat)s, %(above)s) AND (chat_id, id) <= (%(chat)s, %(up_to)s)",
+    plain="chat_id = %(chat)s AND id > %(above)s AND id <= %(up_to)s",
+)
+_BEFORE_SQL = _pages_by_id(
+    "DESC",
+    rows="(chat_id, id) < (%(chat)s, %(below)s) AND (chat_id, id) > (%(chat)s, 0)",
+    plain="chat_id = %(chat)s AND id < %(below)s",
+)
 _SINCE_SEQ_SQL = _PAGE_SQL.format(
     bound="chat_id = %(chat)s AND seq > %(above)s AND seq <= %(up_to)s",
     order="seq ASC",

@@ -175,7 +175,7 @@ def test_every_page_is_a_range_of_the_chats_own_index_even_for_a_chat_that_holds
         cursor.execute("UPDATE messaging_chat SET seq = 20000 WHERE id = %s", [busy.pk])
         cursor.execute("ANALYZE messaging_message")
         with connection.execute_wrapper(record):
-            cursors, position = history.member_cursors(busy.pk)
+            _, position = history.member_cursors(busy.pk)
             beyond = position.newest_id + 10_000
             for bounds in ({}, {"after": 0}, {"before": beyond}, {"since_seq": 0}):
                 assert len(page_rows(busy.pk, limit=50, position=position, **bounds)) == 50
